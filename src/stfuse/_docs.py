@@ -1,0 +1,69 @@
+"""Shared parameter documentation, injected into docstrings with :func:`inject_docs`.
+
+A docstring writes ``%(sdata)s`` on its own line (indented like the other parameters) and the
+decorator replaces it with the shared text, so every tool documents ``sdata``, ``table_key``,
+``key_added``, ``device``, ``random_state`` and ``copy`` the same way.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+_PARAMS: dict[str, str] = {
+    "sdata": """\
+sdata
+    A :class:`spatialdata.SpatialData` with a table annotating spot circles and an H&E image, or an
+    :class:`anndata.AnnData` with ``obsm["spatial"]`` and squidpy-style ``uns["spatial"][library_id]``.""",
+    "table_key": """\
+table_key
+    Key of the table in ``sdata.tables`` (ignored for an AnnData).""",
+    "shapes_key": """\
+shapes_key
+    Key of the spot circles in ``sdata.shapes``. Inferred when the table annotates exactly one element.""",
+    "image_key": """\
+image_key
+    Key of the H&E image in ``sdata.images``. Inferred when exactly one image shares the spots'
+    coordinate system; otherwise the error lists the candidates.""",
+    "key_added": """\
+key_added
+    Results are written to ``obs[key_added]``, ``obsm[f"X_{key_added}"]`` and ``uns[key_added]``.
+    Existing results under the same key are replaced (with a warning) only after success.""",
+    "device": """\
+device
+    Torch device: ``"auto"`` (CUDA if available, else CPU; see :attr:`stfuse.settings`), ``"cpu"``,
+    ``"cuda"``, ``"cuda:1"``, ...""",
+    "random_state": """\
+random_state
+    Seed for every random choice (initialisation, dropout, batching). Same inputs and seed on CPU
+    give the same result bit for bit.""",
+    "copy": """\
+copy
+    Return a modified copy instead of writing into ``sdata``. Images and shapes are shared with the
+    original (they are not modified); tables are copied.""",
+    "returns_inplace": """\
+Returns
+-------
+``None``, or a copy of ``sdata`` when ``copy=True``. Results are written to the table as described
+above; the object is left unchanged if the computation fails.""",
+}
+
+
+def inject_docs(func: F) -> F:
+    """Replace ``%(name)s`` lines in ``func.__doc__`` by the shared parameter texts."""
+    doc = func.__doc__
+    if not doc:
+        return func
+    doc = textwrap.dedent(doc) if not doc.startswith("\n") else doc
+    for name, text in _PARAMS.items():
+        token = f"%({name})s"
+        while token in doc:
+            start = doc.index(token)
+            line_start = doc.rfind("\n", 0, start) + 1
+            indent = doc[line_start:start]
+            doc = doc[:line_start] + textwrap.indent(text, indent) + doc[start + len(token) :]
+    func.__doc__ = doc
+    return func

@@ -1,0 +1,430 @@
+"""The Spots view: resolve spot geometry and the image once, write results back last.
+
+Every tool starts with :func:`get_spots` and ends with :meth:`Spots.write`. Between the two, nothing
+touches the user's object, so a failure leaves it unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from . import _keys as K
+from . import _logging as log
+from ._errors import InputError, KeyNotFoundError
+
+if TYPE_CHECKING:
+    import dask.array as da
+    from anndata import AnnData
+    from spatialdata import SpatialData
+
+__all__ = ["Spots", "get_spots", "is_spatialdata"]
+
+# Visium spots are 55 µm across; used for squidpy-style AnnData when no diameter in µm is recorded.
+VISIUM_SPOT_DIAMETER_UM = 55.0
+
+
+def is_spatialdata(obj: Any) -> bool:
+    """Whether ``obj`` is a :class:`spatialdata.SpatialData` (without importing spatialdata eagerly)."""
+    return type(obj).__name__ == "SpatialData" and hasattr(obj, "tables")
+
+
+@dataclass(eq=False)
+class ImageLevel:
+    """One resolution level of the image: a lazy ``(c, y, x)`` array and its scale to level 0."""
+
+    data: da.Array
+    scale: float  # pixels of this level per level-0 pixel (1.0, 0.5, 0.25, ...)
+
+    @property
+    def shape_yx(self) -> tuple[int, int]:
+        return int(self.data.shape[1]), int(self.data.shape[2])
+
+
+@dataclass(eq=False)
+class Spots:
+    """Spot geometry and image of one section, resolved once from the user's object.
+
+    Attributes
+    ----------
+    data
+        The user's :class:`~spatialdata.SpatialData` or :class:`~anndata.AnnData` (never modified
+        before :meth:`write`).
+    table
+        The table (an :class:`~anndata.AnnData`; the user's own object, not a copy).
+    centers
+        ``(n_obs, 2)`` spot centres ``(x, y)`` in pixels of image level 0, in table row order. Without
+        an image, in the coordinates of the spot circles.
+    diameter
+        Spot diameter in the same pixels as :attr:`centers`.
+    microns_per_pixel
+        Microns per level-0 pixel, or ``None`` when the physical spot size is unknown.
+    levels
+        Image levels, finest first (empty without an image).
+    """
+
+    data: Any
+    table: AnnData
+    centers: np.ndarray
+    diameter: float
+    microns_per_pixel: float | None = None
+    levels: list[ImageLevel] = field(default_factory=list)
+    table_key: str | None = None
+    shapes_key: str | None = None
+    image_key: str | None = None
+    library_id: str | None = None
+
+    # --- geometry ------------------------------------------------------------------------------
+    @property
+    def n_obs(self) -> int:
+        return int(self.table.n_obs)
+
+    @property
+    def has_image(self) -> bool:
+        return len(self.levels) > 0
+
+    @property
+    def name(self) -> str:
+        """A short name of the section for messages and plots."""
+        return self.shapes_key or self.library_id or self.table_key or "section"
+
+    def require_image(self, what: str, *, fix: str) -> None:
+        """Raise :class:`InputError` when there is no image; ``what`` needs one, ``fix`` says what to do."""
+        if not self.has_image:
+            raise InputError(f"{what} needs an H&E image, but section {self.name!r} has none. {fix}")
+
+    def spacing(self) -> float:
+        """Median centre-to-centre distance to the nearest other spot (level-0 pixels)."""
+        from .gr._graph import knn
+
+        if self.n_obs < 2:
+            return float(self.diameter) * 2.0
+        _, dist = knn(self.centers, 1)
+        return float(np.median(dist[:, 0]))
+
+    def level_for(self, min_pixels_per_diameter: float) -> int:
+        """Coarsest image level on which a spot is still at least ``min_pixels_per_diameter`` across."""
+        best = 0
+        for i, level in enumerate(self.levels):
+            if self.diameter * level.scale >= min_pixels_per_diameter:
+                best = i
+        return best
+
+    # --- writing -------------------------------------------------------------------------------
+    def write(
+        self,
+        key_added: str | None,
+        *,
+        obs: Mapping[str, Any] | None = None,
+        obsm: Mapping[str, np.ndarray] | None = None,
+        obsp: Mapping[str, Any] | None = None,
+        uns: Mapping[str, Any] | None = None,
+        tables: Mapping[str, AnnData] | None = None,
+        copy: bool = False,
+    ) -> Any:
+        """Write computed results into the user's object (or a copy) and return the copy or ``None``.
+
+        Call this only after every computation has succeeded. Existing results of the same
+        ``key_added`` are replaced with a warning.
+        """
+        target = _copy_object(self.data, self.table_key) if copy else self.data
+        table = _get_table(target, self.table_key)
+        clash = (
+            [k for k in (obs or {}) if k in table.obs]
+            + [k for k in (obsm or {}) if k in table.obsm]
+            + [k for k in (obsp or {}) if k in table.obsp]
+            + [k for k in (uns or {}) if k in table.uns]
+        )
+        if tables:
+            clash += [k for k in tables if k in target.tables]
+        if clash:
+            warnings.warn(
+                f"Replacing existing results {sorted(set(clash))} (key_added={key_added!r}).",
+                UserWarning,
+                stacklevel=3,
+            )
+        index = table.obs_names
+        for k, v in (obs or {}).items():
+            table.obs[k] = pd.Series(v.array if isinstance(v, pd.Series) else v, index=index)
+        for k, v in (obsm or {}).items():
+            table.obsm[k] = v
+        for k, v in (obsp or {}).items():
+            table.obsp[k] = v
+        for k, v in (uns or {}).items():
+            table.uns[k] = v
+        for k, t in (tables or {}).items():
+            target.tables[k] = t
+        written = [f"obs[{k!r}]" for k in obs or {}] + [f"obsm[{k!r}]" for k in obsm or {}]
+        written += [f"obsp[{k!r}]" for k in obsp or {}] + [f"uns[{k!r}]" for k in uns or {}]
+        written += [f"tables[{k!r}]" for k in tables or {}]
+        if written:
+            log.info(f"    added {', '.join(written)}")
+        return target if copy else None
+
+
+# ------------------------------------------------------------------------------------------------
+# resolving
+# ------------------------------------------------------------------------------------------------
+def get_spots(
+    data: Any,
+    *,
+    table_key: str | None = K.TABLE,
+    shapes_key: str | None = None,
+    image_key: str | None = None,
+    library_id: str | None = None,
+    need_image: bool = False,
+    image_hint: str = "",
+) -> Spots:
+    """Resolve the :class:`Spots` view of ``data`` without modifying it.
+
+    Parameters
+    ----------
+    data
+        A SpatialData or an AnnData (squidpy layout).
+    table_key, shapes_key, image_key
+        Element keys; inferred when there is exactly one candidate.
+    library_id
+        For AnnData: key of ``uns["spatial"]``; inferred when there is one.
+    need_image
+        Raise :class:`InputError` if the section has no image.
+    image_hint
+        Appended to the missing-image error (what to do instead).
+    """
+    if is_spatialdata(data):
+        spots = _from_spatialdata(data, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
+    elif type(data).__name__ == "AnnData":
+        spots = _from_anndata(data, library_id=library_id)
+    else:
+        raise InputError(
+            f"Expected a spatialdata.SpatialData or an anndata.AnnData, got {type(data).__name__}. "
+            "Read ST data with sf.io.read_st / sf.datasets.her2st, or Visium with sf.io.read_visium."
+        )
+    if spots.n_obs == 0:
+        raise InputError(f"The table of section {spots.name!r} has no spots (0 rows).")
+    if not np.all(np.isfinite(spots.centers)):
+        raise InputError(
+            f"{int((~np.isfinite(spots.centers)).any(axis=1).sum())} spot centres of section {spots.name!r} "
+            "are NaN or infinite; drop those spots (e.g. `sdata.tables[...] = table[mask].copy()`)."
+        )
+    if need_image:
+        spots.require_image("This tool", fix=image_hint)
+    return spots
+
+
+def _get_table(data: Any, table_key: str | None) -> AnnData:
+    return data.tables[table_key] if is_spatialdata(data) else data
+
+
+def _copy_object(data: Any, table_key: str | None) -> Any:
+    """Copy for ``copy=True``: tables are copied, images/shapes/points/labels are shared."""
+    if not is_spatialdata(data):
+        return data.copy()
+    from spatialdata import SpatialData
+
+    return SpatialData(
+        images=dict(data.images),
+        labels=dict(data.labels),
+        points=dict(data.points),
+        shapes=dict(data.shapes),
+        tables={k: t.copy() for k, t in data.tables.items()},
+        attrs=dict(getattr(data, "attrs", {}) or {}),
+    )
+
+
+def _pick(kind: str, candidates: list[str], given: str | None, available: list[str], fix: str) -> str | None:
+    if given is not None:
+        if given not in available:
+            raise KeyNotFoundError(f"No {kind} {given!r} in the SpatialData; available {kind}s: {available}.")
+        return given
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        return None
+    raise KeyNotFoundError(f"Several {kind}s fit: {sorted(candidates)}. {fix}")
+
+
+def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: str | None, image_key: str | None) -> Spots:
+    from spatialdata.models import get_table_keys
+
+    tables = list(sdata.tables.keys())
+    table_key = _pick("table", tables, table_key, tables, "Pass table_key=... to choose one.")
+    if table_key is None:
+        raise KeyNotFoundError("The SpatialData has no table; tools need a table of spots (one row per spot).")
+    table = sdata.tables[table_key]
+    try:
+        region, region_key, instance_key = get_table_keys(table)
+    except ValueError:
+        raise InputError(
+            f"Table {table_key!r} does not say which spots it annotates (no uns['spatialdata_attrs']). Parse it "
+            "with spatialdata.models.TableModel.parse(table, region=..., region_key=..., instance_key=...)."
+        ) from None
+    regions = [region] if isinstance(region, str) else list(region)
+    shapes_regions = [r for r in regions if r in sdata.shapes]
+    shapes_key = _pick("shapes element", shapes_regions, shapes_key, list(sdata.shapes.keys()),
+                       "Pass shapes_key=... to choose one.")
+    if shapes_key is None:
+        raise KeyNotFoundError(
+            f"Table {table_key!r} annotates {regions}, none of which is a shapes element "
+            f"(shapes: {list(sdata.shapes.keys())}). stfuse needs spot circles."
+        )
+    if len(regions) > 1:
+        raise InputError(
+            f"Table {table_key!r} annotates several regions {regions}. stfuse tools work on one section at "
+            "a time: put each section's rows in a table of its own (TableModel.parse(..., region=name))."
+        )
+    shapes = sdata.shapes[shapes_key]
+    if "radius" not in shapes.columns:
+        raise InputError(
+            f"Shapes {shapes_key!r} are not circles (no 'radius' column); stfuse needs spot circles. "
+            "Convert with spatialdata.to_circles(...)."
+        )
+    obs = table.obs
+    if instance_key not in obs.columns:
+        raise InputError(f"Table {table_key!r} lacks its instance column {instance_key!r} in obs.")
+    ids = obs[instance_key].to_numpy()
+    pos = shapes.index.get_indexer(ids)
+    if (pos < 0).any():
+        missing = ids[pos < 0][:5].tolist()
+        raise InputError(
+            f"{int((pos < 0).sum())} rows of table {table_key!r} point to spots missing from shapes "
+            f"{shapes_key!r} (first: {missing}); the table and the circles do not match."
+        )
+    geom = shapes.geometry.iloc[pos]
+    xy = np.column_stack([geom.x.to_numpy(), geom.y.to_numpy()]).astype(np.float64)
+    radius = shapes["radius"].to_numpy()[pos].astype(np.float64)
+
+    image_key, levels = _resolve_image(sdata, shapes_key, image_key)
+    scale = 1.0
+    if image_key is not None:
+        affine = _affine_between(sdata, shapes_key, image_key)
+        xy = xy @ affine[:2, :2].T + affine[:2, 2]
+        scale = float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
+    diameter = float(np.median(2.0 * radius)) * scale
+    meta = table.uns.get(K.META, {}).get(shapes_key, {}) if isinstance(table.uns.get(K.META), Mapping) else {}
+    diam_um = meta.get("spot_diameter_um") if isinstance(meta, Mapping) else None
+    mpp = float(diam_um) / diameter if diam_um and diameter > 0 else None
+    return Spots(
+        data=sdata, table=table, centers=xy, diameter=diameter, microns_per_pixel=mpp, levels=levels,
+        table_key=table_key, shapes_key=shapes_key, image_key=image_key,
+    )
+
+
+def _coordinate_systems(element: Any) -> set[str]:
+    from spatialdata.transformations import get_transformation
+
+    return set(get_transformation(element, get_all=True).keys())
+
+
+def _resolve_image(sdata: SpatialData, shapes_key: str, image_key: str | None) -> tuple[str | None, list[ImageLevel]]:
+    images = list(sdata.images.keys())
+    if image_key is not None and image_key not in images:
+        raise KeyNotFoundError(f"No image {image_key!r} in the SpatialData; available images: {images}.")
+    cs = _coordinate_systems(sdata.shapes[shapes_key])
+    shared = [k for k in images if _coordinate_systems(sdata.images[k]) & cs]
+    if image_key is not None:
+        if image_key not in shared:
+            raise InputError(
+                f"Spots {shapes_key!r} (coordinate systems {sorted(cs)}) and image {image_key!r} "
+                f"(coordinate systems {sorted(_coordinate_systems(sdata.images[image_key]))}) share no "
+                "coordinate system, so stfuse cannot place spots on the image. Add a transformation with "
+                "spatialdata.transformations.set_transformation(...)."
+            )
+        return image_key, _image_levels(sdata.images[image_key])
+    if not shared:
+        if images:
+            log.warning(
+                f"No image shares a coordinate system with spots {shapes_key!r} (images: {images}); "
+                "continuing without an image."
+            )
+        return None, []
+    key = _pick("image", shared, None, images, "Pass image_key=... to choose one.")
+    return key, _image_levels(sdata.images[key])
+
+
+def _image_levels(image: Any) -> list[ImageLevel]:
+    """Levels of a SpatialData image (DataArray or multiscale DataTree), finest first."""
+    import dask.array as da
+    import xarray as xr
+
+    if isinstance(image, xr.DataTree):
+        names = sorted(image.children, key=lambda s: int("".join(c for c in s if c.isdigit()) or 0))
+        arrays = [next(iter(image[name].ds.data_vars.values())) for name in names]
+    else:
+        arrays = [image]
+    levels = []
+    x0 = arrays[0].sizes["x"]
+    for arr in arrays:
+        if "c" not in arr.dims:
+            raise InputError("The image has no channel axis 'c'; stfuse expects an RGB image (c, y, x).")
+        data = arr.transpose("c", "y", "x").data
+        if not isinstance(data, da.Array):
+            data = da.from_array(np.asarray(data), chunks=(-1, 2048, 2048))
+        levels.append(ImageLevel(data=data, scale=arr.sizes["x"] / x0))
+    return levels
+
+
+def _affine_between(sdata: SpatialData, shapes_key: str, image_key: str) -> np.ndarray:
+    """3x3 affine matrix mapping shapes coordinates to level-0 pixels of the image."""
+    from spatialdata.transformations import get_transformation
+
+    shapes_t = get_transformation(sdata.shapes[shapes_key], get_all=True)
+    image_t = get_transformation(sdata.images[image_key], get_all=True)
+    common = sorted(set(shapes_t) & set(image_t))
+    cs = "global" if "global" in common else common[0]
+    to_cs = shapes_t[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    img_to_cs = image_t[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
+    return np.linalg.inv(img_to_cs) @ to_cs
+
+
+def _from_anndata(adata: AnnData, *, library_id: str | None) -> Spots:
+    import dask.array as da
+
+    if K.SPATIAL not in adata.obsm:
+        raise InputError(
+            "The AnnData has no obsm['spatial'] (spot centres). Use a SpatialData from sf.io.read_st / "
+            "sf.io.read_visium, or scanpy.read_visium, which set it."
+        )
+    xy = np.asarray(adata.obsm[K.SPATIAL], dtype=np.float64)[:, :2]
+    libs = adata.uns.get(K.SPATIAL, {}) if isinstance(adata.uns.get(K.SPATIAL), Mapping) else {}
+    libs = {k: v for k, v in libs.items() if isinstance(v, Mapping)}
+    if library_id is not None and library_id not in libs:
+        raise KeyNotFoundError(f"No library {library_id!r} in uns['spatial']; available: {list(libs)}.")
+    if library_id is None:
+        library_id = _pick("library", list(libs), None, list(libs), "Pass library_id=... to choose one.")
+    if library_id is None:
+        d = _median_nn(xy) / 2.0
+        return Spots(data=adata, table=adata, centers=xy, diameter=d, table_key=None)
+    lib = libs[library_id]
+    sf_ = lib.get("scalefactors", {})
+    diam_full = float(sf_.get("spot_diameter_fullres", _median_nn(xy) / 2.0))
+    diam_um = float(sf_.get("spot_diameter_um", VISIUM_SPOT_DIAMETER_UM))
+    images = lib.get("images", {}) or {}
+    order = [k for k in ("hires", "lowres") if k in images] + [k for k in images if k not in ("hires", "lowres")]
+    levels: list[ImageLevel] = []
+    scale0 = 1.0
+    for i, name in enumerate(order):
+        arr = np.asarray(images[name])
+        if arr.ndim != 3:
+            raise InputError(f"uns['spatial'][{library_id!r}]['images'][{name!r}] is not an (y, x, c) image.")
+        scalef = float(sf_.get(f"tissue_{name}_scalef", 1.0))
+        if i == 0:
+            scale0 = scalef
+        levels.append(ImageLevel(da.from_array(arr.transpose(2, 0, 1), chunks=(-1, 2048, 2048)), scalef / scale0))
+    return Spots(
+        data=adata, table=adata, centers=xy * scale0, diameter=diam_full * scale0,
+        microns_per_pixel=diam_um / (diam_full * scale0), levels=levels, table_key=None, library_id=library_id,
+    )
+
+
+def _median_nn(xy: np.ndarray) -> float:
+    from .gr._graph import knn
+
+    if len(xy) < 2:
+        return 1.0
+    _, dist = knn(xy, 1)
+    return float(np.median(dist[:, 0]))

@@ -1,0 +1,139 @@
+"""Lazy, decode-once image files as dask arrays."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .._errors import DataNotFoundError, InputError
+
+__all__ = ["image_size", "lazy_image"]
+
+#: chunk side of the dask arrays over decoded images
+CHUNK = 1024
+
+
+class _DecodeOnce:
+    """Array-like ``(c, y, x)`` view of an image file, decoded on first access and kept (one copy).
+
+    dask calls ``__getitem__`` once per chunk; the first call decodes the file under a lock, every
+    later call slices the cached array. Pickling drops the cache, so a dask worker decodes once too.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        w, h, bands = image_size(self.path)
+        self.shape = (3, h, w)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 3
+        self._bands = bands
+        self._array: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return (_DecodeOnce, (self.path,))
+
+    def _load(self) -> np.ndarray:
+        with self._lock:
+            if self._array is None:
+                self._array = _decode(self.path).transpose(2, 0, 1)
+            return self._array
+
+    def __getitem__(self, key):
+        return self._load()[key]
+
+
+def _open(path: str):
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise DataNotFoundError(f"Image file {path!r} does not exist.") from None
+    except OSError as e:
+        raise InputError(f"Cannot read image {path!r} ({e}); is it a JPEG/PNG/TIFF image?") from None
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int, int]:
+    """Width, height and number of bands of an image file, read from its header (no decoding)."""
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with _open(str(path)) as im:
+            w, h = im.size
+            bands = len(im.getbands())
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    _check_complete(str(path))
+    return int(w), int(h), bands
+
+
+def _check_complete(path: str) -> None:
+    """Refuse JPEG files cut short (no end-of-image marker), a common result of interrupted copies."""
+    if Path(path).suffix.lower() not in (".jpg", ".jpeg"):
+        return
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 4096))
+        tail = f.read()
+    if b"\xff\xd9" not in tail:
+        raise InputError(
+            f"Image file {path!r} is truncated (no JPEG end marker); download or copy it again."
+        )
+
+
+def _decode(path: str) -> np.ndarray:
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with _open(path) as im:
+            try:
+                im.load()
+            except OSError as e:
+                raise InputError(f"Image file {path!r} is corrupted or truncated ({e}).") from None
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            arr = np.asarray(im)
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    return arr
+
+
+def lazy_image(path: str | os.PathLike, *, chunks: int = CHUNK):
+    """A lazy ``(3, y, x)`` uint8 dask array over an image file, decoded at most once.
+
+    Parameters
+    ----------
+    path
+        JPEG, PNG or (small) TIFF file.
+    chunks
+        Side of the square dask chunks.
+
+    Returns
+    -------
+    :class:`dask.array.Array`; nothing is decoded until a chunk is computed.
+
+    Examples
+    --------
+    >>> from stfuse.io import lazy_image  # doctest: +SKIP
+    >>> img = lazy_image("section.jpg")  # doctest: +SKIP
+    >>> img[:, :100, :100].compute().shape  # doctest: +SKIP
+    (3, 100, 100)
+    """
+    import dask.array as da
+
+    src = _DecodeOnce(path)
+    st = os.stat(src.path)
+    token = hashlib.sha1(f"{os.path.abspath(src.path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    return da.from_array(
+        src, chunks=(3, chunks, chunks), name=f"stfuse-image-{token}", meta=np.empty((0, 0, 0), np.uint8)
+    )

@@ -1,0 +1,59 @@
+"""Shared fixtures. Real data come from $STFUSE_DATA or ../shared/data next to the project root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+ROOT = Path(__file__).resolve().parents[1]
+if not os.environ.get("STFUSE_DATA"):
+    os.environ["STFUSE_DATA"] = str((ROOT / ".." / "shared" / "data").resolve())
+# tests never download: point the cache somewhere empty unless the user set one
+os.environ.setdefault("STFUSE_CACHE", str(ROOT / ".pytest_cache" / "stfuse-cache"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two xdist workers on two cores: one torch/numba thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import stfuse as sf  # noqa: E402
+
+sf.settings.verbosity = 0
+
+HER2ST = Path(os.environ["STFUSE_DATA"]) / "her2st"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason=f"HER2ST data not found in {HER2ST} (set STFUSE_DATA)")
+    for item in items:
+        if "her2st" in item.keywords and not (HER2ST / "ST-cnts").is_dir():
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(scope="session")
+def her2st_dir() -> Path:
+    return HER2ST
+
+
+@pytest.fixture
+def toy():
+    """A fresh small toy section (cheap: the image is generated lazily)."""
+    return sf.datasets.toy(n_spots=400, seed=0)
+
+
+@pytest.fixture(scope="session")
+def c2():
+    """HER2ST C2 with its image (read once per session; do not modify — use a copy)."""
+    return sf.datasets.her2st("C2", HER2ST)

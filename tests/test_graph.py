@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.neighbors import NearestNeighbors
+
+import stfuse as sf
+from stfuse import _keys as K
+
+
+def _sk(xy, k):
+    d, i = NearestNeighbors(n_neighbors=k).fit(xy).kneighbors()
+    return i, d
+
+
+@pytest.mark.parametrize("n,k", [(50, 1), (1000, 6), (5000, 15)])
+def test_knn_matches_sklearn(n, k):
+    xy = np.random.default_rng(n).uniform(0, 1000, (n, 2))
+    i, d = sf.gr.knn(xy, k)
+    i2, d2 = _sk(xy, k)
+    assert np.allclose(d, d2)
+    assert np.array_equal(np.sort(i, axis=1), np.sort(i2, axis=1))
+
+
+def test_knn_clustered_points():
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([rng.normal(0, 1, (2000, 2)), rng.normal(1e4, 1, (10, 2)), [[5e3, -3e3]]])
+    i, d = sf.gr.knn(xy, 8)
+    i2, d2 = _sk(xy, 8)
+    assert np.allclose(d, d2)
+
+
+finite = st.floats(-1e4, 1e4, allow_nan=False, width=64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(2, 60), st.just(2)), elements=finite), st.integers(1, 6))
+def test_knn_property_agrees_with_sklearn(xy, k):
+    k = min(k, len(xy) - 1)
+    i, d = sf.gr.knn(xy, k)
+    _, d2 = _sk(xy, k)
+    assert np.allclose(d, d2, atol=1e-9)
+    assert (i != np.arange(len(xy))[:, None]).all()  # never itself
+    assert (np.diff(d, axis=1) >= 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(2, 80), st.just(2)), elements=finite),
+       st.floats(1.0, 5e3))
+def test_radius_property(xy, r):
+    dst = sf.gr.radius_neighbors(xy, r)
+    full = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1))
+    want = (full <= r) & ~np.eye(len(xy), dtype=bool)
+    got = dst.toarray() > 0
+    # exact zero distances (duplicate points) are stored explicitly
+    got |= np.zeros_like(got)
+    coo = dst.tocoo()
+    mask = np.zeros_like(want)
+    mask[coo.row, coo.col] = True
+    assert np.array_equal(mask, want)
+    assert np.allclose(coo.data, full[coo.row, coo.col])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(10, 200), st.integers(1, 8), st.integers(0, 1000))
+def test_symmetric_graph_property(n, k, seed):
+    from stfuse.gr._graph import _to_csr
+
+    xy = np.random.default_rng(seed).uniform(0, 100, (n, 2))
+    k = min(k, n - 1)
+    i, d = sf.gr.knn(xy, k)
+    conn, _ = _to_csr(i, d, n)
+    assert (np.diff(conn.indptr) == k).all()  # k per node
+    sym = conn.maximum(conn.T)
+    assert (sym != sym.T).nnz == 0
+    assert (np.asarray(sym.sum(axis=1)).ravel() >= k).all()
+
+
+def test_spatial_graph_writes_squidpy_keys_and_nhood_enrichment_works(toy):
+    import squidpy as sq
+
+    g = sf.gr.spatial_graph(toy, coord_type="generic", n_neighs=6)
+    t = toy.tables["table"]
+    assert K.connectivities() in t.obsp and K.distances() in t.obsp
+    assert t.uns["spatial_neighbors"]["connectivities_key"] == "spatial_connectivities"
+    assert g.indices.shape == (400, 6)
+    # same as squidpy's generic kNN (on a lattice, ties at equal distance may be broken differently)
+    a = t.copy()
+    sq.gr.spatial_neighbors_knn(a, n_neighs=6, key_added="sq")
+    d_sq, d_sf = a.obsp["sq_distances"], t.obsp["spatial_distances"]
+    for i in range(0, 400, 7):
+        assert np.allclose(np.sort(d_sq[i].data), np.sort(d_sf[i].data))
+    same = np.asarray((a.obsp["sq_connectivities"] != t.obsp["spatial_connectivities"]).sum(axis=1)).ravel() == 0
+    assert same.mean() > 0.8
+    sq.gr.nhood_enrichment(t, cluster_key="region", show_progress_bar=False)
+    assert t.uns["region_nhood_enrichment"]["zscore"].shape == (4, 4)
+
+
+def test_grid_default_on_lattices(toy, c2):
+    g = sf.gr.spatial_graph(toy, inplace=False)
+    assert g.indices.shape[1] == 6  # hex lattice
+    n_nb = (g.indices >= 0).sum(axis=1)
+    assert np.median(n_nb) == 6 and n_nb.min() >= 2
+    sq = sf.gr.spatial_graph(sf.datasets.toy(n_spots=100, lattice="square"), inplace=False)
+    assert sq.indices.shape[1] == 4
+
+
+@pytest.mark.her2st
+def test_grid_on_her2st(c2):
+    g = sf.gr.spatial_graph(c2, inplace=False)
+    assert g.indices.shape[1] == 4
+    assert np.median((g.indices >= 0).sum(axis=1)) == 4
+    valid = g.distances[g.indices >= 0]
+    assert valid.max() < 1.3 * np.median(valid)
+
+
+def test_radius_mode_and_symmetrize(toy):
+    g = sf.gr.spatial_graph(toy, radius=60.0, symmetrize=True)
+    t = toy.tables["table"]
+    c = t.obsp["spatial_connectivities"]
+    assert (c != c.T).nnz == 0
+    assert (g.distances[g.indices >= 0] <= 60.0).all()
+    assert t.uns["spatial_neighbors"]["params"]["radius"] == 60.0
+
+
+def test_bad_input(toy):
+    with pytest.raises(sf.InputError, match="needs more spots"):
+        sf.gr.spatial_graph(sf.datasets.toy(n_spots=16), n_neighs=20, coord_type="generic")
+    with pytest.raises(sf.InputError, match=r"\(n, 2\)"):
+        sf.gr.knn(np.zeros((5, 3)), 2)
+    with pytest.raises(sf.InputError, match="NaN"):
+        sf.gr.knn(np.array([[0.0, np.nan], [1, 1]]), 1)
+    with pytest.raises(sf.InputError, match="'grid'"):
+        sf.gr.spatial_graph(toy, coord_type="hexagon")
+    assert "spatial_connectivities" not in toy.tables["table"].obsp
+
+
+def test_detect_lattice():
+    xx, yy = np.meshgrid(np.arange(20.0), np.arange(20.0))
+    assert sf.gr.detect_lattice(np.column_stack([xx.ravel(), yy.ravel()]))[0] == "square"
+    rnd = np.random.default_rng(0).uniform(0, 100, (500, 2))
+    assert sf.gr.detect_lattice(rnd)[0] is None
