@@ -28,8 +28,8 @@ def test_knn_matches_sklearn(n, k):
 def test_knn_clustered_points():
     rng = np.random.default_rng(0)
     xy = np.concatenate([rng.normal(0, 1, (2000, 2)), rng.normal(1e4, 1, (10, 2)), [[5e3, -3e3]]])
-    i, d = sf.gr.knn(xy, 8)
-    i2, d2 = _sk(xy, 8)
+    _i, d = sf.gr.knn(xy, 8)
+    _i2, d2 = _sk(xy, 8)
     assert np.allclose(d, d2)
 
 

@@ -93,7 +93,7 @@ def test_spots_missing_table_key(toy):
 
 
 def test_spots_wrong_type():
-    with pytest.raises(sf.InputError, match="Expected a spatialdata.SpatialData"):
+    with pytest.raises(sf.InputError, match=r"Expected a spatialdata\.SpatialData"):
         get_spots(np.zeros((3, 3)))
 
 

@@ -257,7 +257,7 @@ def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: 
         raise KeyNotFoundError("The SpatialData has no table; tools need a table of spots (one row per spot).")
     table = sdata.tables[table_key]
     try:
-        region, region_key, instance_key = get_table_keys(table)
+        region, _region_key, instance_key = get_table_keys(table)
     except ValueError:
         raise InputError(
             f"Table {table_key!r} does not say which spots it annotates (no uns['spatialdata_attrs']). Parse it "

@@ -1,1 +1,5 @@
-"""sf.models"""
+"""Savable torch models: ``sf.models``."""
+
+from ._base import BaseModel
+
+__all__ = ["BaseModel"]

@@ -1,0 +1,152 @@
+"""One training loop for every stfuse model: device, seed, progress bar, early stopping, loss history."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _logging as log
+
+__all__ = ["History", "seeded", "train"]
+
+History = dict[str, list[float]]
+
+
+@contextmanager
+def seeded(seed: int, device: str = "cpu"):
+    """Seed torch (and CUDA when used) inside the block without disturbing the caller's RNG state."""
+    devices = [torch.device(device).index or 0] if str(device).startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def train(
+    module: torch.nn.Module,
+    step: Callable[[torch.nn.Module, Any], Mapping[str, torch.Tensor]],
+    batches: Callable[[torch.Generator], Iterable[Any]],
+    *,
+    epochs: int,
+    lr: float,
+    device: str,
+    seed: int,
+    weight_decay: float = 0.0,
+    params: Iterable[torch.nn.Parameter] | None = None,
+    val_batches: Callable[[], Iterable[Any]] | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    grad_clip: float | None = None,
+    desc: str = "training",
+) -> History:
+    """Train ``module`` with Adam and return the per-epoch history of every loss term.
+
+    Parameters
+    ----------
+    module
+        The model, already on ``device``.
+    step
+        ``step(module, batch)`` returns a mapping of loss terms; its ``"loss"`` entry is minimised,
+        the others are recorded.
+    batches
+        ``batches(generator)`` yields the batches of one epoch; shuffle with the generator given, so
+        runs with the same seed see the same order.
+    epochs, lr, weight_decay
+        Adam settings.
+    device
+        Device the module lives on (used to seed CUDA too).
+    seed
+        Seed for initialisation-independent randomness (dropout, masking, shuffling).
+    params
+        Parameters to optimise (default: all that require grad).
+    val_batches
+        Validation batches; ``step`` is evaluated on them in eval mode each epoch (``val_`` prefix).
+    patience
+        Stop when the monitored loss (validation if given, else training) has not improved by
+        ``min_delta`` for this many epochs, and restore the best weights.
+    grad_clip
+        Clip the gradient norm.
+    desc
+        Progress-bar text.
+
+    Returns
+    -------
+    ``{"loss": [...], "<term>": [...], "val_loss": [...], ...}`` with one value per epoch, plus
+    ``"best_epoch"`` when early stopping monitored the run.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from stfuse.nn import train
+    >>> net = torch.nn.Linear(2, 1)
+    >>> x, y = torch.randn(64, 2), torch.randn(64, 1)
+    >>> hist = train(net, lambda m, b: {"loss": ((m(b[0]) - b[1]) ** 2).mean()}, lambda g: [(x, y)],
+    ...              epochs=3, lr=1e-2, device="cpu", seed=0)
+    >>> len(hist["loss"])
+    3
+    """
+    params = [p for p in (params if params is not None else module.parameters()) if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    history: History = {}
+    best, best_state, best_epoch, waited = math.inf, None, -1, 0
+    gen = torch.Generator().manual_seed(int(seed))
+    bar = log.progress_bar(desc=desc, total=epochs)
+    with seeded(seed, device):
+        try:
+            for epoch in range(epochs):
+                module.train()
+                terms: dict[str, list[float]] = {}
+                for batch in batches(gen):
+                    out = step(module, batch)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"{desc}: the loss became {loss.item()} at epoch {epoch + 1}; lower lr or check the input."
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                    opt.step()
+                    for k, v in out.items():
+                        terms.setdefault(k, []).append(float(v.detach()))
+                for k, v in terms.items():
+                    history.setdefault(k, []).append(_mean(v))
+                monitor = history["loss"][-1]
+                if val_batches is not None:
+                    module.eval()
+                    vterms: dict[str, list[float]] = {}
+                    with torch.no_grad():
+                        for batch in val_batches():
+                            for k, v in step(module, batch).items():
+                                vterms.setdefault(k, []).append(float(v))
+                    for k, v in vterms.items():
+                        history.setdefault(f"val_{k}", []).append(_mean(v))
+                    monitor = history["val_loss"][-1]
+                bar.update(1)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}")
+                if patience is not None:
+                    if monitor < best - min_delta:
+                        best, best_epoch, waited = monitor, epoch, 0
+                        best_state = copy.deepcopy(module.state_dict())
+                    else:
+                        waited += 1
+                        if waited >= patience:
+                            log.info(f"{desc}: early stop at epoch {epoch + 1}, best epoch {best_epoch + 1}")
+                            break
+        finally:
+            bar.close()
+    if best_state is not None:
+        module.load_state_dict(best_state)
+        history["best_epoch"] = [float(best_epoch + 1)]
+    module.eval()
+    return history

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import stfuse as sf
+from stfuse.models import BaseModel
+from stfuse.nn import (
+    ConvAutoencoder,
+    NeighbourhoodCrossAttention,
+    info_nce,
+    mlp,
+    neighbourhood_tokens,
+    nt_xent,
+    train,
+)
+
+
+def test_nt_xent_prefers_aligned_pairs():
+    torch.manual_seed(0)
+    x = torch.randn(16, 8)
+    assert nt_xent(x, x + 0.01 * torch.randn(16, 8)) < nt_xent(x, torch.randn(16, 8))
+    assert nt_xent(x[:1], x[:1]) == 0
+
+
+def test_info_nce_alpha_weights_directions():
+    torch.manual_seed(0)
+    a, b = torch.randn(8, 4), torch.randn(8, 4)
+    full = info_nce(a, b, alpha=1.0)
+    assert info_nce(a, b, alpha=0.0) == pytest.approx(float(info_nce(b, a, alpha=1.0)), rel=1e-5)
+    assert info_nce(a, b, alpha=0.5) == pytest.approx(0.5 * float(full) + 0.5 * float(info_nce(b, a, alpha=1.0)), rel=1e-5)
+
+
+def test_cross_attention_matches_full_token_attention():
+    torch.manual_seed(0)
+    n, k = 6, 3
+    att = NeighbourhoodCrossAttention(4, 5, 8, heads=1)
+    q, kv = torch.randn(n, 4), torch.randn(n, 5)
+    nbr = torch.tensor([[(i + j + 1) % n for j in range(k)] for i in range(n)])
+    tokens = neighbourhood_tokens(nbr)
+    out = att(q, kv, tokens)
+    for i in range(n):  # the full softmax((H Wq)(R Wk)^T / sqrt(E)) R Wv over the neighbourhood, centre row
+        t = tokens[i]
+        Q, K, V = att.q(q[t]), att.k(kv[t]), att.v(kv[t])
+        full = torch.softmax(Q @ K.T / 8**0.5, dim=-1) @ V
+        assert torch.allclose(out[i], full[0], atol=1e-5)
+
+
+def test_cross_attention_masks_padding():
+    torch.manual_seed(0)
+    att = NeighbourhoodCrossAttention(2, 2, 4, heads=2)
+    tokens = torch.tensor([[0, 1, -1], [1, 0, -1]])
+    q, kv = torch.randn(3, 2), torch.randn(3, 2)
+    a = att(q, kv, tokens)
+    kv2 = kv.clone()
+    kv2[2] = 1e3  # spot 2 is only a padding target: must not matter
+    assert torch.allclose(a, att(q, kv2, tokens))
+    assert att.last_attention[:, :, 2].abs().max() == 0
+
+
+def test_autoencoder_shapes_and_mlp():
+    ae = ConvAutoencoder()
+    x = torch.rand(2, 3, 128, 128)
+    assert ae.encoder(x).shape == (2, 128, 16, 16)
+    assert ae(x).shape == x.shape and 0 <= float(ae(x).min()) and float(ae(x).max()) <= 1
+    net = mlp([5, 7, 3], dropout=0.2)
+    assert net(torch.randn(4, 5)).shape == (4, 3)
+
+
+def test_train_history_early_stopping_and_determinism():
+    def run(seed):
+        with sf.nn.seeded(seed):
+            net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+        x = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+        y = x[:, :1] * 2
+
+        def batches(g):
+            perm = torch.randperm(64, generator=g)
+            return [(x[perm[i : i + 16]], y[perm[i : i + 16]]) for i in range(0, 64, 16)]
+
+        def step(m, b):
+            mse = ((m(b[0]) - b[1]) ** 2).mean()
+            return {"loss": mse, "mse": mse}
+
+        hist = train(net, step, batches, epochs=30, lr=1e-2, device="cpu", seed=seed,
+                     val_batches=lambda: [(x, y)], patience=3)
+        return net, hist
+
+    n1, h1 = run(0)
+    n2, h2 = run(0)
+    assert h1 == h2
+    assert all(torch.equal(a, b) for a, b in zip(n1.state_dict().values(), n2.state_dict().values()))
+    assert {"loss", "mse", "val_loss", "val_mse"} <= set(h1)
+    assert h1["loss"][-1] < h1["loss"][0]
+
+
+def test_train_refuses_nan_loss():
+    net = torch.nn.Linear(1, 1)
+    with pytest.raises(FloatingPointError, match="lower lr"):
+        train(net, lambda m, b: {"loss": m(b).sum() * float("nan")}, lambda g: [torch.ones(2, 1)],
+              epochs=1, lr=1e-3, device="cpu", seed=0)
+
+
+class _Tiny(BaseModel):
+    def _build(self):
+        return torch.nn.Linear(self.params["n_in"], 2)
+
+
+def test_base_model_save_load_and_gene_check(tmp_path):
+    m = _Tiny(genes=["a", "b", "c"], n_in=3, device="cpu", random_state=3)
+    m.info["normalisation"] = {"target_sum": 1e4, "arr": np.arange(2)}
+    m.is_trained = True
+    m.save(tmp_path / "m")
+    with pytest.raises(sf.InputError, match="overwrite=True"):
+        m.save(tmp_path / "m")
+    back = _Tiny.load(tmp_path / "m", device="cpu")
+    assert back.genes == ["a", "b", "c"] and back.params == {"n_in": 3} and back.is_trained
+    x = torch.randn(4, 3)
+    assert torch.equal(m.module(x), back.module(x))
+    back.check_genes(["c", "b", "a", "z"])
+    with pytest.raises(sf.GeneMismatchError, match=r"missing .*\['c'\]"):
+        back.check_genes(["a", "b"])
+    with pytest.raises(sf.DataNotFoundError, match="not a saved stfuse model"):
+        _Tiny.load(tmp_path)
+    w1 = _Tiny(n_in=3, device="cpu", random_state=5).module.weight
+    w2 = _Tiny(n_in=3, device="cpu", random_state=5).module.weight
+    assert torch.equal(w1, w2)
