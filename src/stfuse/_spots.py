@@ -7,7 +7,7 @@ touches the user's object, so a failure leaves it unchanged.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -107,11 +107,11 @@ class Spots:
         _, dist = knn(self.centers, 1)
         return float(np.median(dist[:, 0]))
 
-    def level_for(self, min_pixels_per_diameter: float) -> int:
-        """Coarsest image level on which a spot is still at least ``min_pixels_per_diameter`` across."""
+    def level_for_patch(self, side_px: float, out_px: int) -> int:
+        """Coarsest image level on which a patch of ``side_px`` level-0 pixels still spans ``out_px`` pixels."""
         best = 0
         for i, level in enumerate(self.levels):
-            if self.diameter * level.scale >= min_pixels_per_diameter:
+            if side_px * level.scale >= out_px * 0.999:
                 best = i
         return best
 
@@ -125,12 +125,15 @@ class Spots:
         obsp: Mapping[str, Any] | None = None,
         uns: Mapping[str, Any] | None = None,
         tables: Mapping[str, AnnData] | None = None,
+        embeddings: Sequence[Any] = (),
         copy: bool = False,
     ) -> Any:
         """Write computed results into the user's object (or a copy) and return the copy or ``None``.
 
         Call this only after every computation has succeeded. Existing results of the same
-        ``key_added`` are replaced with a warning.
+        ``key_added`` are replaced with a warning. ``embeddings`` are
+        :class:`stfuse.im.ImageFeatures` computed on the way: they refresh the embedding cache
+        (``obsm`` + ``uns["stfuse_embeddings"]``) without a warning.
         """
         target = _copy_object(self.data, self.table_key) if copy else self.data
         table = _get_table(target, self.table_key)
@@ -159,9 +162,15 @@ class Spots:
             table.uns[k] = v
         for k, t in (tables or {}).items():
             target.tables[k] = t
+        if embeddings:
+            prov = dict(table.uns.get(K.EMBEDDINGS, {}))
+            for f in embeddings:
+                table.obsm[f.obsm_key] = f.X
+                prov[f.obsm_key] = f.provenance
+            table.uns[K.EMBEDDINGS] = prov
         written = [f"obs[{k!r}]" for k in obs or {}] + [f"obsm[{k!r}]" for k in obsm or {}]
         written += [f"obsp[{k!r}]" for k in obsp or {}] + [f"uns[{k!r}]" for k in uns or {}]
-        written += [f"tables[{k!r}]" for k in tables or {}]
+        written += [f"tables[{k!r}]" for k in tables or {}] + [f"obsm[{f.obsm_key!r}]" for f in embeddings]
         if written:
             log.info(f"    added {', '.join(written)}")
         return target if copy else None

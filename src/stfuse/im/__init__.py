@@ -1,1 +1,18 @@
-"""sf.im."""
+"""Image branch: patches, encoders, embeddings: ``sf.im``."""
+
+from ._embed import ImageFeatures, embed, image_features
+from ._encoders import Encoder, EncoderRegistry, ResNet50, encoders, get_encoder
+from ._patches import PatchBatch, extract_patches
+
+__all__ = [
+    "Encoder",
+    "EncoderRegistry",
+    "ImageFeatures",
+    "PatchBatch",
+    "ResNet50",
+    "embed",
+    "encoders",
+    "extract_patches",
+    "get_encoder",
+    "image_features",
+]

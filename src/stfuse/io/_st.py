@@ -158,7 +158,7 @@ def build_spatialdata(
     if image is not None:
         t = Identity() if image_scale == 1.0 else Scale([1.0 / image_scale, 1.0 / image_scale], axes=("x", "y"))
         h, w = image.shape[1:]
-        n_levels = max(0, min(4, int(np.floor(np.log2(max(min(h, w), 1) / 512)))))
+        n_levels = max(0, min(5, int(np.floor(np.log2(max(min(h, w), 1) / 256)))))
         images[f"{section}_image"] = Image2DModel.parse(
             image,
             dims=("c", "y", "x"),

@@ -1,0 +1,220 @@
+"""Square patches around spots, read lazily from the best image level, in bounded-memory batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._docs import inject_docs
+from .._errors import InputError
+from .._spots import Spots, get_spots
+
+__all__ = ["PatchBatch", "extract_patches", "iter_patches", "patch_side_px"]
+
+
+@dataclass
+class PatchBatch:
+    """One batch of patches.
+
+    Attributes
+    ----------
+    index
+        ``(b,)`` row positions of the spots in the table.
+    patches
+        ``(b, 3, out_px, out_px)`` uint8 RGB.
+    inside
+        ``(b,)`` fraction of each patch that lies inside the image (the rest is padded white).
+    """
+
+    index: np.ndarray
+    patches: np.ndarray
+    inside: np.ndarray
+
+
+def patch_side_px(spots: Spots, *, size: float | None = None, size_um: float | None = None,
+                  size_px: float | None = None) -> float:
+    """Patch side in level-0 pixels from one of: spot diameters, microns, pixels (default 1 diameter)."""
+    given = [v is not None for v in (size, size_um, size_px)]
+    if sum(given) > 1:
+        raise InputError("Give the patch side once: size (spot diameters), size_um (µm) or size_px (pixels).")
+    if size_um is not None:
+        if spots.microns_per_pixel is None:
+            raise InputError(
+                f"size_um needs the physical pixel size, unknown for section {spots.name!r}; give size= (in spot "
+                "diameters) or size_px= instead, or record table.uns['stfuse'][shapes_key]['spot_diameter_um']."
+            )
+        side = float(size_um) / spots.microns_per_pixel
+    elif size_px is not None:
+        side = float(size_px)
+    else:
+        side = float(1.0 if size is None else size) * spots.diameter
+    if not side >= 2:
+        raise InputError(f"The patch side must be at least 2 pixels, got {side:.3g}.")
+    return side
+
+
+def _to_uint8_rgb(block: np.ndarray) -> np.ndarray:
+    if block.shape[0] == 1:
+        block = np.repeat(block, 3, axis=0)
+    elif block.shape[0] >= 4:
+        block = block[:3]
+    elif block.shape[0] != 3:
+        raise InputError(f"Expected an RGB image (3 channels); this one has {block.shape[0]}.")
+    if block.dtype == np.uint8:
+        return block
+    if np.issubdtype(block.dtype, np.floating):
+        # float images (e.g. scanpy's Visium hires) are in [0, 1]
+        return np.clip(np.rint(block * 255.0), 0, 255).astype(np.uint8)
+    if block.dtype == np.uint16:
+        return (block // 257).astype(np.uint8)
+    return np.clip(block, 0, 255).astype(np.uint8)
+
+
+def _resize(patches: np.ndarray, out_px: int) -> np.ndarray:
+    """Area-averaging resize of ``(b, 3, s, s)`` uint8 patches to ``out_px`` (torch, antialiased)."""
+    if patches.shape[-1] == out_px:
+        return patches
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(patches).float()
+    t = F.interpolate(t, size=(out_px, out_px), mode="bilinear", antialias=True, align_corners=False)
+    return t.round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def iter_patches(
+    spots: Spots,
+    side_px: float,
+    *,
+    out_px: int | None = None,
+    batch_size: int = 64,
+    index: np.ndarray | None = None,
+    level: int | None = None,
+    pad_value: int = 255,
+) -> Iterator[PatchBatch]:
+    """Yield :class:`PatchBatch` es of patches of ``side_px`` level-0 pixels (array-level API).
+
+    Spots are grouped by the image chunk holding their centre; each chunk (plus a margin of half a
+    patch) is read once, so the slide is never materialised and memory stays bounded by a few chunks
+    plus one batch.
+    """
+    spots.require_image("Patch extraction", fix="Attach an H&E image to the section (sf.io.read_st(..., image=...)).")
+    out_px = round(side_px) if out_px is None else int(out_px)
+    if out_px < 1:
+        raise InputError(f"out_px must be positive, got {out_px}.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be positive, got {batch_size}.")
+    if level is None:
+        level = spots.level_for_patch(side_px, out_px)
+    lvl = spots.levels[level]
+    arr = lvl.data
+    H, W = lvl.shape_yx
+    side = side_px * lvl.scale
+    n_side = max(1, round(side))
+    idx_all = np.arange(spots.n_obs) if index is None else np.asarray(index, dtype=np.int64)
+    centres = spots.centers[idx_all] * lvl.scale
+    # top-left corner in this level's pixels; the patch is n_side x n_side around the centre
+    y0 = np.floor(centres[:, 1] - n_side / 2.0 + 0.5).astype(np.int64)
+    x0 = np.floor(centres[:, 0] - n_side / 2.0 + 0.5).astype(np.int64)
+
+    cy = arr.chunks[1][0]
+    cx = arr.chunks[2][0]
+    gy = np.clip((centres[:, 1] // cy).astype(np.int64), 0, max(len(arr.chunks[1]) - 1, 0))
+    gx = np.clip((centres[:, 0] // cx).astype(np.int64), 0, max(len(arr.chunks[2]) - 1, 0))
+    order = np.lexsort((x0, y0, gx, gy))
+
+    buf_idx: list[int] = []
+    buf_patch: list[np.ndarray] = []
+    buf_inside: list[float] = []
+    starts = np.flatnonzero(np.r_[True, (np.diff(gy[order]) != 0) | (np.diff(gx[order]) != 0)])
+    ends = np.r_[starts[1:], len(order)]
+    for s, e in zip(starts, ends):
+        group = order[s:e]
+        ry0 = max(int(y0[group].min()), 0)
+        rx0 = max(int(x0[group].min()), 0)
+        ry1 = min(int(y0[group].max()) + n_side, H)
+        rx1 = min(int(x0[group].max()) + n_side, W)
+        region = None
+        if ry1 > ry0 and rx1 > rx0:
+            region = _to_uint8_rgb(np.asarray(arr[:, ry0:ry1, rx0:rx1].compute()))
+        for j in group:
+            patch = np.full((3, n_side, n_side), pad_value, np.uint8)
+            ya, xa = y0[j], x0[j]
+            yb, xb = ya + n_side, xa + n_side
+            cy0, cx0, cy1, cx1 = max(ya, 0), max(xa, 0), min(yb, H), min(xb, W)
+            inside = 0.0
+            if region is not None and cy1 > cy0 and cx1 > cx0:
+                patch[:, cy0 - ya : cy1 - ya, cx0 - xa : cx1 - xa] = region[:, cy0 - ry0 : cy1 - ry0, cx0 - rx0 : cx1 - rx0]
+                inside = (cy1 - cy0) * (cx1 - cx0) / float(n_side * n_side)
+            buf_idx.append(int(idx_all[j]))
+            buf_patch.append(patch)
+            buf_inside.append(inside)
+            if len(buf_idx) == batch_size:
+                yield PatchBatch(np.array(buf_idx), _resize(np.stack(buf_patch), out_px), np.array(buf_inside))
+                buf_idx, buf_patch, buf_inside = [], [], []
+    if buf_idx:
+        yield PatchBatch(np.array(buf_idx), _resize(np.stack(buf_patch), out_px), np.array(buf_inside))
+
+
+@inject_docs
+def extract_patches(
+    sdata: Any,
+    *,
+    size: float | None = None,
+    size_um: float | None = None,
+    size_px: float | None = None,
+    out_px: int | None = None,
+    batch_size: int = 64,
+    level: int | None = None,
+    table_key: str = "table",
+    shapes_key: str | None = None,
+    image_key: str | None = None,
+) -> Iterator[PatchBatch]:
+    """Square image patches centred on each spot, yielded in batches.
+
+    Patches are read lazily from the coarsest image level that still gives ``out_px`` pixels per
+    patch side (the full slide is never loaded twice), padded with white where they leave the
+    image, and resized (antialiased) to ``out_px``.
+
+    Parameters
+    ----------
+    %(sdata)s
+    size
+        Patch side in spot diameters (default 1).
+    size_um
+        Patch side in µm (needs the physical spot size, known for readers of stfuse).
+    size_px
+        Patch side in level-0 image pixels.
+    out_px
+        Side of the returned patches (default: the patch side in level-0 pixels).
+    batch_size
+        Patches per batch; memory is bounded by the batch and a few image chunks.
+    level
+        Force an image level (0 = full resolution).
+    %(table_key)s
+    %(shapes_key)s
+    %(image_key)s
+
+    Yields
+    ------
+    :class:`PatchBatch` with ``index`` (table rows), ``patches`` ``(b, 3, out_px, out_px)`` uint8 and
+    ``inside`` (fraction of the patch inside the image). Batches follow the image layout, not the
+    table order; use ``index``.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> sdata = sf.datasets.toy(n_spots=100)
+    >>> batch = next(sf.im.extract_patches(sdata, size=1.5, out_px=32, batch_size=16))
+    >>> batch.patches.shape
+    (16, 3, 32, 32)
+    """
+    spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=True,
+                      image_hint="Attach the section's H&E image to the SpatialData.")
+    side = patch_side_px(spots, size=size, size_um=size_um, size_px=size_px)
+    if level is not None and not 0 <= level < len(spots.levels):
+        raise InputError(f"level must be in 0..{len(spots.levels) - 1}, got {level}.")
+    return iter_patches(spots, side, out_px=out_px, batch_size=batch_size, level=level)
