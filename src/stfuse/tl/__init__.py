@@ -1,1 +1,5 @@
-"""sf.tl."""
+"""Tools: ``sf.tl`` (each writes its results into the user's object)."""
+
+from ._senca import senca
+
+__all__ = ["senca"]

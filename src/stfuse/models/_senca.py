@@ -1,0 +1,588 @@
+"""SENCA-st: shared encoder with neighbourhood cross-attention (Liyanaarachchi et al., arXiv 2511.08573).
+
+Built from the paper's description (its code is not public). ``SENCAModule`` is the pure torch
+module; :class:`SENCA` wraps it with ``fit`` / ``embed`` / ``save`` / ``load``. No AnnData or
+SpatialData here: arrays in (expression, image features, neighbour indices, coordinates), arrays
+out.
+
+Scaling. Every operation of the module is local on the spot graph (propagation, self-attention
+and cross-attention over graph neighbourhoods, windowed pooling), so the embedding of a spot depends
+only on spots within a fixed number of hops. Training and inference run on mini-batches of spatial
+tiles, each with the halo of spots its core needs, so memory grows linearly with the number of spots
+and every embedding is computed exactly as on the whole section. A section that fits in one batch is
+trained full-batch, as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import _logging as log
+from .._errors import InputError
+from ..nn import NeighbourhoodCrossAttention, nt_xent, seeded, train
+from ._base import BaseModel
+
+__all__ = ["SENCA", "SENCAModule", "hop_tokens"]
+
+
+# ------------------------------------------------------------------------------------------------
+# graph helpers (numpy; no torch)
+# ------------------------------------------------------------------------------------------------
+def hop_tokens(neighbours: np.ndarray, hops: int) -> np.ndarray:
+    """Each spot followed by every spot within ``hops`` graph hops (``-1`` padded), as ``(n, t)``.
+
+    ``neighbours`` is an ``(n, k)`` index array (``-1`` = no neighbour), as returned by
+    :func:`stfuse.gr.knn`. ``hops=0`` gives each spot alone; ``hops=1`` the spot and its neighbours.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stfuse.models._senca import hop_tokens
+    >>> chain = np.array([[1, -1], [0, 2], [1, 3], [2, -1]])
+    >>> hop_tokens(chain, 2)[0].tolist()
+    [0, 1, 2]
+    """
+    nbr = np.asarray(neighbours, dtype=np.int64)
+    n = nbr.shape[0]
+    own = np.arange(n, dtype=np.int64)[:, None]
+    tokens = own
+    for _ in range(int(hops)):
+        safe = np.where(tokens >= 0, tokens, 0)
+        reach = np.where((tokens >= 0)[:, :, None], nbr[safe], -1).reshape(n, -1)
+        tokens = _row_unique(np.concatenate([tokens, reach], axis=1), first=own[:, 0])
+    return tokens
+
+
+def _row_unique(rows: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Unique non-negative entries per row, ``first`` kept in column 0, ``-1`` padded, trimmed."""
+    n = rows.shape[0]
+    big = np.iinfo(np.int64).max
+    r = np.where((rows >= 0) & (rows != first[:, None]), rows, big)
+    r.sort(axis=1)
+    dup = np.zeros_like(r, dtype=bool)
+    dup[:, 1:] = r[:, 1:] == r[:, :-1]
+    r[dup] = big
+    r.sort(axis=1)
+    width = int((r < big).sum(axis=1).max()) if n else 0
+    out = np.full((n, width + 1), -1, np.int64)
+    out[:, 0] = first
+    body = r[:, :width]
+    out[:, 1:] = np.where(body < big, body, -1)
+    return out
+
+
+def _expand(mask: np.ndarray, nbr: np.ndarray, hops: int) -> np.ndarray:
+    """Grow a boolean node mask by ``hops`` steps along the neighbour lists."""
+    mask = mask.copy()
+    frontier = np.flatnonzero(mask)
+    for _ in range(hops):
+        reach = nbr[frontier].ravel()
+        reach = reach[reach >= 0]
+        new = reach[~mask[reach]]
+        if not len(new):
+            break
+        new = np.unique(new)
+        mask[new] = True
+        frontier = new
+    return mask
+
+
+def _grid_ids(coords: np.ndarray, side: float) -> np.ndarray:
+    """Id of the square cell of side ``side`` holding each point, numbered 0.. in order of first use."""
+    cell = np.floor((coords - coords.min(axis=0)) / side).astype(np.int64)
+    key = cell[:, 1] * (int(cell[:, 0].max()) + 1) + cell[:, 0]
+    _, ids = np.unique(key, return_inverse=True)
+    return ids.astype(np.int64)
+
+
+def _spacing(coords: np.ndarray, nbr: np.ndarray) -> float:
+    d = np.linalg.norm(coords[np.where(nbr[:, :1] >= 0, nbr[:, :1], 0)[:, 0]] - coords, axis=1)
+    d = d[(nbr[:, 0] >= 0) & (d > 0)]
+    return float(np.median(d)) if len(d) else 1.0
+
+
+@dataclass
+class _Batch:
+    """One mini-batch: the nodes computed (core + halo), in local indexing."""
+
+    nodes: np.ndarray  # global ids of the nodes in the batch
+    core: torch.Tensor  # local ids of the core spots (losses / outputs)
+    x: torch.Tensor
+    f: torch.Tensor | None
+    nbr: torch.Tensor  # (m, k) local neighbour ids, -1 outside the batch
+    pool: torch.Tensor  # (c,) pool id (0..P-1) of each core spot
+    n_pools: int
+
+
+class _Tiling:
+    """Spatial tiles of a section and the halos they need; builds the mini-batches."""
+
+    def __init__(self, nbr: np.ndarray, coords: np.ndarray, *, tile_side: float, pool_side: float, halo: int,
+                 batch_size: int) -> None:
+        self.nbr = nbr
+        self.n = nbr.shape[0]
+        self.halo = halo
+        self.batch_size = int(batch_size)
+        spacing = _spacing(coords, nbr)
+        self.tile = _grid_ids(coords, tile_side * spacing)
+        self.pool = _grid_ids(coords, pool_side * spacing)
+        order = np.argsort(self.tile, kind="stable")
+        counts = np.bincount(self.tile)
+        self.members = np.split(order, np.cumsum(counts)[:-1])
+        self.local = np.full(self.n, -1, np.int64)
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.members)
+
+    def groups(self, generator: torch.Generator | None) -> list[np.ndarray]:
+        """Tiles grouped into batches of about ``batch_size`` core spots (shuffled with ``generator``)."""
+        if self.n <= self.batch_size:
+            return [np.arange(self.n_tiles)]
+        if generator is None:
+            perm = np.arange(self.n_tiles)
+        else:
+            perm = torch.randperm(self.n_tiles, generator=generator).numpy()
+        out, cur, size = [], [], 0
+        for t in perm:
+            cur.append(t)
+            size += len(self.members[t])
+            if size >= self.batch_size:
+                out.append(np.array(cur))
+                cur, size = [], 0
+        if cur:
+            out.append(np.array(cur))
+        return out
+
+    def batch(self, tiles: np.ndarray, x: np.ndarray, f: np.ndarray | None, device: str) -> _Batch:
+        core = np.sort(np.concatenate([self.members[t] for t in tiles]))
+        if len(core) == self.n:
+            nodes = np.arange(self.n)
+        else:
+            mask = np.zeros(self.n, bool)
+            mask[core] = True
+            nodes = np.flatnonzero(_expand(mask, self.nbr, self.halo))
+        self.local[nodes] = np.arange(len(nodes))
+        sub = self.nbr[nodes]
+        lnbr = np.where(sub >= 0, self.local[np.where(sub >= 0, sub, 0)], -1)
+        lcore = self.local[core]
+        self.local[nodes] = -1
+        _, pool = np.unique(self.pool[core], return_inverse=True)
+        to = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        return _Batch(
+            nodes=nodes, core=to(lcore, torch.long), x=to(x[nodes]), f=None if f is None else to(f[nodes]),
+            nbr=to(lnbr, torch.long), pool=to(pool, torch.long), n_pools=int(pool.max()) + 1 if len(pool) else 0,
+        )
+
+    def iterate(self, x: np.ndarray, f: np.ndarray | None, device: str,
+                generator: torch.Generator | None) -> Iterator[_Batch]:
+        for tiles in self.groups(generator):
+            yield self.batch(tiles, x, f, device)
+
+
+def _local_tokens(nbr: torch.Tensor, hops: int) -> torch.Tensor:
+    return torch.as_tensor(hop_tokens(nbr.cpu().numpy(), hops), device=nbr.device)
+
+
+def _mean_over(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over each row's tokens (``-1`` ignored)."""
+    valid = (tokens >= 0).to(x.dtype)
+    g = x[tokens.clamp(min=0)] * valid[..., None]
+    return g.sum(1) / valid.sum(1, keepdim=True).clamp(min=1.0)
+
+
+def _pool_mean(x: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
+    out = torch.zeros(n, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, ids, x)
+    cnt = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, ids, torch.ones_like(ids, dtype=x.dtype))
+    return out / cnt.clamp(min=1.0)[:, None]
+
+
+# ------------------------------------------------------------------------------------------------
+# the torch module
+# ------------------------------------------------------------------------------------------------
+class _TranscriptomicBranch(nn.Module):
+    """Masking dropout → linear → propagation → transformer block → activation → linear (R)."""
+
+    def __init__(self, n_genes: int, hidden: int, latent: int, *, mask_rate: float, heads: int,
+                 propagation_hops: int, self_attention: str, dropout: float) -> None:
+        super().__init__()
+        self.mask_rate = float(mask_rate)
+        self.propagation_hops = int(propagation_hops)
+        self.self_attention = self_attention
+        self.inp = nn.Linear(n_genes, hidden)
+        self.attn = NeighbourhoodCrossAttention(hidden, hidden, hidden, heads=heads, out_dim=hidden)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ELU(), nn.Dropout(dropout), nn.Linear(2 * hidden, hidden))
+        self.norm2 = nn.LayerNorm(hidden)
+        self.act = nn.ELU()
+        self.out = nn.Linear(hidden, latent)
+
+    def _global_attention(self, h: torch.Tensor) -> torch.Tensor:
+        a = self.attn
+        m, nh, dh = h.shape[0], a.heads, a.dim // a.heads
+        q = a.q(h).view(m, nh, dh).transpose(0, 1)
+        k = a.k(h).view(m, nh, dh).transpose(0, 1)
+        v = a.v(h).view(m, nh, dh).transpose(0, 1)
+        o = F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
+        return a.out(o.transpose(0, 1).reshape(m, nh * dh))
+
+    def forward(self, x: torch.Tensor, prop_tokens: torch.Tensor, attn_tokens: torch.Tensor | None) -> torch.Tensor:
+        if self.training and self.mask_rate > 0:
+            x = x * (torch.rand_like(x) >= self.mask_rate).to(x.dtype)
+        h = self.inp(x)
+        for _ in range(self.propagation_hops):
+            h = _mean_over(h, prop_tokens)
+        a = self._global_attention(h) if attn_tokens is None else self.attn(h, h, attn_tokens)
+        h = self.norm1(h + a)
+        h = self.norm2(h + self.ff(h))
+        return self.out(self.act(h))
+
+
+class SENCAModule(nn.Module):
+    """The SENCA-st network (pure torch): two branches, neighbourhood cross-attention shared encoder, decoder.
+
+    Parameters
+    ----------
+    n_genes
+        Width of the expression input.
+    n_image_features
+        Width of the image features; ``None`` for the gene-only model, where the image branch is
+        replaced by a second, independently masked view of the expression through the same
+        transcriptomic branch (SimCLR-style), so cross-attention and contrast work unchanged.
+    hidden, latent
+        Hidden width of the transcriptomic branch [256] and width of R, H and S [128].
+    mask_rate
+        Masking dropout on the expression input [0.2].
+    heads
+        Attention heads.
+    propagation_hops
+        Rounds of mean propagation over the spot graph (self + neighbours) after the first linear layer.
+    attention_hops
+        Neighbourhood of the self-attention: every spot within this many hops. ``None``: attend over
+        all spots of the batch (the paper's global self-attention; quadratic in the batch size).
+    cross_attention
+        Neighbourhood cross-attention shared encoder; ``False`` encodes ``R ⊕ H`` of each spot alone
+        (ablation).
+    combine
+        ``"sum"`` (Eq. 2 of the paper) or ``"concat"`` (its text) of A¹ and A² before the shared encoder.
+    reconstruct
+        Decoder target: ``"input"`` the shared encoder's input ``R ⊕ H`` (the paper's E);
+        ``"data"`` the module's inputs (expression ⊕ standardised image features).
+    dropout
+        Dropout in the feed-forward layers.
+    """
+
+    def __init__(self, n_genes: int, n_image_features: int | None = None, *, hidden: int = 256, latent: int = 128,
+                 mask_rate: float = 0.2, heads: int = 1, propagation_hops: int = 1, attention_hops: int | None = 1,
+                 cross_attention: bool = True, combine: Literal["sum", "concat"] = "sum",
+                 reconstruct: Literal["input", "data"] = "input", dropout: float = 0.0) -> None:
+        super().__init__()
+        if combine not in ("sum", "concat"):
+            raise InputError(f"combine must be 'sum' or 'concat', got {combine!r}.")
+        if reconstruct not in ("input", "data"):
+            raise InputError(f"reconstruct must be 'input' or 'data', got {reconstruct!r}.")
+        self.image = n_image_features is not None
+        self.cross_attention = bool(cross_attention)
+        self.combine = combine
+        self.reconstruct = reconstruct
+        self.attention_hops = attention_hops
+        self.rna = _TranscriptomicBranch(n_genes, hidden, latent, mask_rate=mask_rate, heads=heads,
+                                         propagation_hops=propagation_hops,
+                                         self_attention="global" if attention_hops is None else "neighbourhood",
+                                         dropout=dropout)
+        if self.image:
+            self.register_buffer("img_mean", torch.zeros(n_image_features))
+            self.register_buffer("img_std", torch.ones(n_image_features))
+            self.img = nn.Linear(n_image_features, latent)
+        if self.cross_attention:
+            self.ca1 = NeighbourhoodCrossAttention(latent, latent, latent, heads=heads)  # Q = H, K/V = R
+            self.ca2 = NeighbourhoodCrossAttention(latent, latent, latent, heads=heads)  # Q = R, K/V = H
+        width = latent if (combine == "sum") else 2 * latent
+        self.encoder = nn.Linear(width, latent)
+        e_dim = 2 * latent if reconstruct == "input" else n_genes + (n_image_features or 0)
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ELU(), nn.Linear(hidden, e_dim))
+
+    def image_input(self, f: torch.Tensor) -> torch.Tensor:
+        return (f - self.img_mean) / self.img_std
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor | None, nbr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Embeddings of every node of a (sub)graph: ``R``, ``H``, ``S``, decoder output ``D`` and target ``E``."""
+        tok1 = torch.cat([torch.arange(len(nbr), device=nbr.device)[:, None], nbr], 1)
+        attn_tok = None if self.attention_hops is None else (
+            tok1 if self.attention_hops == 1 else _local_tokens(nbr, self.attention_hops))
+        R = self.rna(x, tok1, attn_tok)
+        if self.image:
+            if f is None:
+                raise InputError("This SENCA model was built with an image branch; pass image features.")
+            fin = self.image_input(f)
+            H = self.img(fin)
+        else:
+            fin = None
+            # a second, independently masked view; identical to R without masking
+            H = self.rna(x, tok1, attn_tok) if (self.training and self.rna.mask_rate > 0) else R
+        if self.cross_attention:
+            A1 = self.ca1(H, R, tok1)
+            A2 = self.ca2(R, H, tok1)
+        else:
+            A1, A2 = R, H
+        S = self.encoder(A1 + A2 if self.combine == "sum" else torch.cat([A1, A2], 1))
+        D = self.decoder(S)
+        if self.reconstruct == "input":
+            E = torch.cat([R, H], 1)
+        else:
+            E = x if fin is None else torch.cat([x, fin], 1)
+        return {"R": R, "H": H, "S": S, "D": D, "E": E}
+
+
+# ------------------------------------------------------------------------------------------------
+# the savable model
+# ------------------------------------------------------------------------------------------------
+class SENCA(BaseModel):
+    """SENCA-st region identification model (arrays in, arrays out).
+
+    Transcriptomic branch: input masking → linear → mean propagation over the spot graph →
+    transformer block (self-attention over graph neighbourhoods, LayerNorm, feed-forward, residual)
+    → activation → R. Image branch: standardised image features → FC → H. Shared encoder:
+    neighbourhood cross-attention A¹ (queries H, keys/values R) and A² (queries R, keys/values H)
+    over each spot and its graph neighbours, combined into S; a decoder reconstructs E from S (MSE).
+    Hierarchical contrast: NT-Xent between R and H averaged over each spot's local window
+    (``window_hops``) plus NT-Xent between R and H averaged over coarser square pools
+    (``pool_side`` spot spacings); loss = NT-Xent_pooled + NT-Xent_windowed + λ·MSE.
+
+    Choices where the paper is silent or ambiguous (all parameters):
+
+    - *Self-attention* runs over each spot's ``attention_hops``-hop graph neighbourhood (memory linear
+      in spots); ``attention_hops=None`` attends over all spots of the batch, which is the paper's
+      global self-attention when the whole section is one batch (sections ≤ ``batch_size`` spots).
+    - *Windows*: the windowed term averages R and H over each spot and its ``window_hops``-hop
+      neighbours (a sliding window); the pooled term averages over non-overlapping square pools of
+      ``pool_side`` × ``pool_side`` spot spacings. Negatives are the other windows/pools of the batch.
+    - *Gene-only* (no image features): H is a second, independently masked view of the expression
+      through the same transcriptomic branch.
+    - *Mini-batches* are groups of random square tiles (``tile_side`` spacings) with the halo of
+      spots their embeddings depend on, so every embedding is exact; a section of at most
+      ``batch_size`` spots is one full batch.
+
+    Parameters
+    ----------
+    n_genes
+        Number of input genes.
+    n_image_features
+        Width of the image features, ``None`` for the gene-only model.
+    hidden, latent, mask_rate, heads, propagation_hops, attention_hops, cross_attention, combine, reconstruct, dropout
+        See :class:`SENCAModule`.
+    hierarchical
+        Windowed + pooled NT-Xent; ``False``: a plain spot-level NT-Xent between R and H (ablation).
+    window_hops
+        Radius (graph hops) of the local window of the windowed term.
+    pool_side
+        Side of the coarse pools of the pooled term, in spot spacings.
+    lam
+        Weight λ of the reconstruction MSE [40].
+    temperature
+        NT-Xent temperature.
+    batch_size
+        Core spots per mini-batch (a section of at most this many spots is trained full-batch).
+    tile_side
+        Side of the spatial tiles that make up a batch, in spot spacings.
+    genes
+        Names of the input genes (checked by :meth:`check_genes` on new data).
+    device, random_state
+        Torch device and seed of the initialisation and of training.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import stfuse as sf
+    >>> rng = np.random.default_rng(0)
+    >>> xy = np.stack(np.meshgrid(np.arange(12.0), np.arange(12.0)), -1).reshape(-1, 2)
+    >>> nbr, _ = sf.gr.knn(xy, 4)
+    >>> X = rng.poisson(2.0, (144, 30)).astype("float32")
+    >>> model = sf.models.SENCA(30, None, hidden=16, latent=8, device="cpu")
+    >>> hist = model.fit(X, None, nbr, xy, epochs=2)
+    >>> model.embed(X, None, nbr, xy).shape
+    (144, 8)
+    """
+
+    def __init__(self, n_genes: int, n_image_features: int | None = None, *, hidden: int = 256, latent: int = 128,
+                 mask_rate: float = 0.2, heads: int = 1, propagation_hops: int = 1, attention_hops: int | None = 1,
+                 cross_attention: bool = True, combine: Literal["sum", "concat"] = "sum",
+                 reconstruct: Literal["input", "data"] = "input", dropout: float = 0.0, hierarchical: bool = True,
+                 window_hops: int = 1, pool_side: float = 4.0, lam: float = 40.0, temperature: float = 0.5,
+                 batch_size: int = 4096, tile_side: float = 8.0, genes: Sequence[str] | None = None,
+                 device: str = "auto", random_state: int = 0) -> None:
+        for name, v in (("n_genes", n_genes), ("hidden", hidden), ("latent", latent), ("heads", heads),
+                        ("batch_size", batch_size)):
+            if int(v) < 1:
+                raise InputError(f"{name} must be a positive integer, got {v}.")
+        if not 0 <= mask_rate < 1:
+            raise InputError(f"mask_rate must be in [0, 1), got {mask_rate}.")
+        if attention_hops is not None and int(attention_hops) < 1:
+            raise InputError(f"attention_hops must be >= 1 or None (global), got {attention_hops}.")
+        if pool_side <= 0 or tile_side <= 0:
+            raise InputError(f"pool_side and tile_side must be positive, got {pool_side} and {tile_side}.")
+        super().__init__(
+            genes=genes, device=device, random_state=random_state, n_genes=int(n_genes),
+            n_image_features=None if n_image_features is None else int(n_image_features), hidden=int(hidden),
+            latent=int(latent), mask_rate=float(mask_rate), heads=int(heads), propagation_hops=int(propagation_hops),
+            attention_hops=None if attention_hops is None else int(attention_hops),
+            cross_attention=bool(cross_attention), combine=combine, reconstruct=reconstruct, dropout=float(dropout),
+            hierarchical=bool(hierarchical), window_hops=int(window_hops), pool_side=float(pool_side),
+            lam=float(lam), temperature=float(temperature), batch_size=int(batch_size), tile_side=float(tile_side),
+        )
+
+    _MODULE_KEYS = ("hidden", "latent", "mask_rate", "heads", "propagation_hops", "attention_hops", "cross_attention",
+                    "combine", "reconstruct", "dropout")
+
+    def _build(self) -> SENCAModule:
+        p = self.params
+        return SENCAModule(p["n_genes"], p["n_image_features"], **{k: p[k] for k in self._MODULE_KEYS})
+
+    # --- helpers -------------------------------------------------------------------------------
+    @property
+    def halo(self) -> int:
+        """Graph hops of input a spot's S and windowed R/H depend on (the batch halo)."""
+        p = self.params
+        attn = p["attention_hops"] or 0
+        return p["propagation_hops"] + attn + max(1, p["window_hops"])
+
+    def _check(self, X: Any, image: Any, neighbours: Any, coords: Any):
+        X = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
+        if X.ndim != 2 or X.shape[1] != self.params["n_genes"]:
+            raise InputError(f"Expression must be (n_spots, {self.params['n_genes']}); got shape {X.shape}.")
+        n = X.shape[0]
+        if n < 2:
+            raise InputError(f"SENCA needs at least 2 spots, got {n}.")
+        if not np.isfinite(X).all():
+            raise InputError("The expression matrix contains NaN or infinite values.")
+        d = self.params["n_image_features"]
+        if d is None:
+            if image is not None:
+                raise InputError("This SENCA model is gene-only (n_image_features=None); pass image=None.")
+            f = None
+        else:
+            if image is None:
+                raise InputError(f"This SENCA model has an image branch; pass (n_spots, {d}) image features.")
+            f = np.ascontiguousarray(np.asarray(image, dtype=np.float32))
+            if f.shape != (n, d):
+                raise InputError(f"Image features must be ({n}, {d}); got shape {f.shape}.")
+            if not np.isfinite(f).all():
+                raise InputError("The image features contain NaN or infinite values.")
+        nbr = np.asarray(neighbours, dtype=np.int64)
+        if nbr.ndim != 2 or nbr.shape[0] != n:
+            raise InputError(f"neighbours must be an (n_spots, k) index array for {n} spots; got shape {nbr.shape}.")
+        if nbr.size and (nbr.max() >= n or nbr.min() < -1):
+            raise InputError("neighbours holds indices outside [0, n_spots) (use -1 for 'no neighbour').")
+        xy = np.asarray(coords, dtype=np.float64)
+        if xy.shape != (n, 2) or not np.isfinite(xy).all():
+            raise InputError(f"coords must be a finite ({n}, 2) array of spot centres; got shape {xy.shape}.")
+        return X, f, nbr, xy
+
+    def _tiling(self, nbr: np.ndarray, xy: np.ndarray) -> _Tiling:
+        p = self.params
+        return _Tiling(nbr, xy, tile_side=p["tile_side"], pool_side=p["pool_side"], halo=self.halo,
+                       batch_size=p["batch_size"])
+
+    def _losses(self, module: SENCAModule, b: _Batch) -> dict[str, torch.Tensor]:
+        p = self.params
+        out = module(b.x, b.f, b.nbr)
+        R, H, core = out["R"], out["H"], b.core
+        mse = F.mse_loss(out["D"][core], out["E"][core])
+        t = p["temperature"]
+        if p["hierarchical"]:
+            win = _local_tokens(b.nbr, p["window_hops"])[core] if p["window_hops"] > 1 else torch.cat(
+                [core[:, None], b.nbr[core]], 1)
+            windowed = nt_xent(_mean_over(R, win), _mean_over(H, win), t)
+            pooled = nt_xent(_pool_mean(R[core], b.pool, b.n_pools), _pool_mean(H[core], b.pool, b.n_pools), t)
+            contrast = windowed + pooled
+            terms = {"nt_xent_windowed": windowed, "nt_xent_pooled": pooled}
+        else:
+            contrast = nt_xent(R[core], H[core], t)
+            terms = {"nt_xent": contrast}
+        loss = contrast + p["lam"] * mse
+        return {"loss": loss, **terms, "mse": mse}
+
+    # --- API -----------------------------------------------------------------------------------
+    def fit(self, X: Any, image: Any, neighbours: Any, coords: Any, *, epochs: int = 10, lr: float = 5e-4,
+            weight_decay: float = 0.0) -> dict[str, list[float]]:
+        """Train on one section.
+
+        Parameters
+        ----------
+        X
+            ``(n_spots, n_genes)`` prepared expression (normalised, log1p).
+        image
+            ``(n_spots, n_image_features)`` image features, or ``None`` for the gene-only model.
+        neighbours
+            ``(n_spots, k)`` neighbour indices (``-1`` = none), e.g. from :func:`stfuse.gr.knn`.
+        coords
+            ``(n_spots, 2)`` spot centres (any unit; tiles and pools are in spot spacings).
+        epochs, lr, weight_decay
+            Adam settings [10 epochs, lr 5e-4].
+
+        Returns
+        -------
+        Per-epoch history of ``loss``, ``nt_xent_windowed``, ``nt_xent_pooled`` (or ``nt_xent``), ``mse``.
+
+        Examples
+        --------
+        >>> hist = model.fit(X, None, nbr, xy, epochs=10)  # doctest: +SKIP
+        """
+        if int(epochs) < 1:
+            raise InputError(f"epochs must be at least 1, got {epochs}.")
+        X, f, nbr, xy = self._check(X, image, neighbours, coords)
+        if f is not None:
+            mu, sd = f.mean(0), f.std(0)
+            sd[sd < 1e-6] = 1.0
+            self.module.img_mean.copy_(torch.as_tensor(mu))
+            self.module.img_std.copy_(torch.as_tensor(sd))
+        tiling = self._tiling(nbr, xy)
+        log.info(f"SENCA: {X.shape[0]} spots, {tiling.n_tiles} tiles, batches of ~{self.params['batch_size']} spots, "
+                 f"halo {self.halo} hops")
+        history = train(
+            self.module, self._losses, lambda g: tiling.iterate(X, f, self.device, g), epochs=int(epochs), lr=float(lr),
+            device=self.device, seed=self.random_state, weight_decay=float(weight_decay), desc="SENCA",
+        )
+        self.is_trained = True
+        self.info["history"] = history
+        self.info["n_train_spots"] = int(X.shape[0])
+        return history
+
+    @torch.no_grad()
+    def embed(self, X: Any, image: Any, neighbours: Any, coords: Any, *,
+              which: Literal["S", "R", "H"] = "S") -> np.ndarray:
+        """Embeddings of every spot: the shared embedding ``S`` (default), or ``R`` / ``H``.
+
+        Parameters
+        ----------
+        X, image, neighbours, coords
+            As in :meth:`fit` (the same section or a new one measured on the same genes).
+        which
+            ``"S"`` shared, ``"R"`` transcriptomic, ``"H"`` image embedding.
+
+        Returns
+        -------
+        ``(n_spots, latent)`` float32 array.
+
+        Examples
+        --------
+        >>> S = model.embed(X, None, nbr, xy)  # doctest: +SKIP
+        """
+        if which not in ("S", "R", "H"):
+            raise InputError(f"which must be 'S', 'R' or 'H', got {which!r}.")
+        X, f, nbr, xy = self._check(X, image, neighbours, coords)
+        tiling = self._tiling(nbr, xy)
+        self.module.eval()
+        out = np.empty((X.shape[0], self.params["latent"]), np.float32)
+        with seeded(self.random_state, self.device):
+            for b in tiling.iterate(X, f, self.device, None):
+                res = self.module(b.x, b.f, b.nbr)[which][b.core]
+                out[b.nodes[b.core.cpu().numpy()]] = res.float().cpu().numpy()
+        return out

@@ -1,0 +1,223 @@
+"""``sf.tl.senca``: SENCA-st region identification (expression + H&E, or expression alone)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import _keys as K
+from .. import _logging as log
+from .._docs import inject_docs
+from .._errors import InputError, KeyNotFoundError
+from .._spots import get_spots
+from ..gr import knn
+from ..im import Encoder, image_features
+from ..models import SENCA
+from ..pp import check_counts, prepare_expression
+from ._clustering import ward_clusters
+
+__all__ = ["senca"]
+
+_MODEL_KWARGS = tuple(
+    k for k in inspect.signature(SENCA.__init__).parameters
+    if k not in ("self", "n_genes", "n_image_features", "genes", "device", "random_state")
+)
+_CLUSTER_KWARGS = ("k_range", "max_ward_spots")
+
+
+@inject_docs
+def senca(
+    sdata: Any,
+    *,
+    table_key: str = K.TABLE,
+    n_clusters: int | None = None,
+    key_added: str = "senca",
+    n_top_genes: int | None = 500,
+    n_neighs: int = 4,
+    epochs: int = 10,
+    lr: float = 5e-4,
+    encoder: str | Encoder | Callable = "histospace",
+    image: bool = True,
+    image_rep: str | None = None,
+    patch_spacings: float = 3.0,
+    weights: str | os.PathLike | None = None,
+    layer: str | None = None,
+    min_counts: int = 10,
+    random_state: int = 0,
+    device: str = "auto",
+    copy: bool = False,
+    return_model: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Identify tissue regions with SENCA-st (Liyanaarachchi et al., arXiv 2511.08573).
+
+    SENCA-st fuses spatial transcriptomics with the H&E image: a transcriptomic branch (input
+    masking, linear layer, propagation over the spot graph, a transformer block) and an image branch
+    (patch features through a fully connected layer) meet in a shared encoder of neighbourhood
+    cross-attention, trained with hierarchical NT-Xent (local windows + coarser pools) and a
+    reconstruction loss; the shared embedding is clustered with Ward's method. See
+    :class:`stfuse.models.SENCA` for the architecture and the choices made where the paper is silent.
+
+    Genes with fewer than ``min_counts`` total counts are dropped, counts are normalised and
+    log-transformed, and the ``n_top_genes`` most variable genes by normalised dispersion (scanpy
+    flavour ``"seurat"``) are kept. The spot graph links every spot to its ``n_neighs`` nearest spots.
+    Image features are those of a square patch of ``patch_spacings`` spot spacings around each spot,
+    reused from the embedding cache when the same encoder and patch were used before.
+
+    Parameters
+    ----------
+    %(sdata)s
+    %(table_key)s
+    n_clusters
+        Number of regions. ``None``: chosen from the Ward dendrogram as the number of clusters in
+        ``k_range`` (default 3–12) whose cut lies in the largest gap between consecutive merge
+        heights; the choice and the gaps are logged and stored in ``uns[key_added]``.
+    %(key_added)s
+    n_top_genes
+        Highly variable genes kept [500]; ``None`` keeps all genes.
+    n_neighs
+        Neighbours per spot in the spot graph [4, the legacy ST lattice; 6 suits Visium].
+    epochs, lr
+        Adam training [10 epochs, 5e-4; the paper uses 40 epochs on richer platforms].
+    encoder
+        Image encoder (see :func:`stfuse.im.get_encoder`): ``"histospace"`` (shipped, offline),
+        ``"resnet50"`` (the paper's), ``"timm:<name>"``, an :class:`stfuse.im.Encoder` or a module.
+    image
+        Use the H&E image. ``False`` runs the gene-only model (for sections without an image):
+        the image branch is replaced by a second, independently masked view of the expression.
+    image_rep
+        Use image features already in ``obsm[image_rep]`` (e.g. from :func:`stfuse.im.embed` with
+        any encoder) instead of encoding the image; the section then needs no image.
+    patch_spacings
+        Side of each spot's image patch in spot spacings [3: the spot, its ring of neighbours and
+        half-way to the next ring].
+    weights
+        Local weights file for a named encoder.
+    layer
+        Counts layer to use instead of ``X``.
+    min_counts
+        Genes with fewer total counts are dropped [10].
+    %(random_state)s
+    %(device)s
+    %(copy)s
+    return_model
+        Also return the trained :class:`stfuse.models.SENCA` (to save it or embed other sections).
+    **kwargs
+        Model parameters of :class:`stfuse.models.SENCA` (``hidden``, ``latent``, ``mask_rate``,
+        ``cross_attention``, ``hierarchical``, ``combine``, ``lam``, ``batch_size``, ...) and
+        clustering parameters ``k_range`` and ``max_ward_spots`` (Ward's tree is built on at most
+        this many spots [10000]; the others join the nearest cluster mean).
+
+    Returns
+    -------
+    ``None``; with ``copy=True`` the modified copy; with ``return_model=True`` the model (or
+    ``(copy, model)`` when both). Writes ``obs[key_added]`` (categorical regions),
+    ``obsm[f"X_{key_added}"]`` (shared embedding S) and ``uns[key_added]`` (``params``, per-epoch
+    loss terms in ``history``, ``n_clusters`` and how it was chosen); image features computed on the
+    way are cached in ``obsm`` (provenance in ``uns["stfuse_embeddings"]``). The object is left
+    unchanged if anything fails.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> sdata = sf.datasets.toy(n_spots=400, image=False)
+    >>> sf.tl.senca(sdata, image=False, n_clusters=3, epochs=2, hidden=32, latent=16)
+    >>> sdata.tables["table"].obs["senca"].cat.categories.tolist()
+    ['0', '1', '2']
+
+    Compose with scanpy:
+
+    >>> import scanpy as sc
+    >>> adata = sdata.tables["table"]
+    >>> sc.pp.neighbors(adata, use_rep="X_senca")
+    >>> sc.tl.umap(adata)  # doctest: +SKIP
+    """
+    # --- validate everything first ------------------------------------------------------------
+    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS) - set(_CLUSTER_KWARGS))
+    if unknown:
+        raise InputError(
+            f"Unknown argument(s) {unknown} for sf.tl.senca; model parameters are {list(_MODEL_KWARGS)}, "
+            f"clustering parameters {list(_CLUSTER_KWARGS)}."
+        )
+    cluster_kw = {k: kwargs.pop(k) for k in _CLUSTER_KWARGS if k in kwargs}
+    use_image = bool(image) or image_rep is not None
+    spots = get_spots(sdata, table_key=table_key)
+    if image and image_rep is None:
+        spots.require_image(
+            "sf.tl.senca with image=True",
+            fix="Pass image=False for the gene-only model, or image_rep='X_...' to use image features already in obsm.",
+        )
+    if not isinstance(key_added, str) or not key_added:
+        raise InputError(f"key_added must be a non-empty string, got {key_added!r}.")
+    n = spots.n_obs
+    if int(n_neighs) < 1 or int(n_neighs) >= n:
+        raise InputError(f"n_neighs must be between 1 and the number of spots - 1 ({n - 1}), got {n_neighs}.")
+    if n_clusters is not None and not 2 <= int(n_clusters) <= n:
+        raise InputError(f"n_clusters must be between 2 and the number of spots ({n}), got {n_clusters}.")
+    if int(epochs) < 1:
+        raise InputError(f"epochs must be at least 1, got {epochs}.")
+    if not lr > 0:
+        raise InputError(f"lr must be positive, got {lr}.")
+    if n_top_genes is not None and int(n_top_genes) < 2:
+        raise InputError(f"n_top_genes must be at least 2 or None, got {n_top_genes}.")
+    if patch_spacings <= 0:
+        raise InputError(f"patch_spacings must be positive, got {patch_spacings}.")
+    table = spots.table
+    if image_rep is not None and image_rep not in table.obsm:
+        raise KeyNotFoundError(
+            f"No obsm[{image_rep!r}] in the table; available: {list(table.obsm)}. Embed the image first with "
+            "sf.im.embed(sdata, ...), or leave image_rep=None."
+        )
+    check_counts(table, layer=layer, name=f"table of section {spots.name!r}")
+
+    # --- compute (nothing written yet) ----------------------------------------------------------
+    expr = prepare_expression(table, layer=layer, min_counts=int(min_counts), n_top_genes=n_top_genes, flavor="seurat")
+    nbr, _ = knn(spots.centers, int(n_neighs))
+    feats, F = None, None
+    if image_rep is not None:
+        F = np.asarray(table.obsm[image_rep], dtype=np.float32)
+        if F.ndim != 2 or F.shape[0] != n or not np.isfinite(F).all():
+            raise InputError(f"obsm[{image_rep!r}] must be a finite (n_spots, n_features) array; got shape {F.shape}.")
+    elif use_image:
+        feats = image_features(spots, encoder, size_px=float(patch_spacings) * spots.spacing(), weights=weights,
+                               device=device)
+        F = feats.X
+    model = SENCA(expr.X.shape[1], None if F is None else F.shape[1], genes=expr.genes, device=device,
+                  random_state=random_state, **kwargs)
+    log.info(f"SENCA on {n} spots x {expr.X.shape[1]} genes" + (f" + {F.shape[1]} image features" if F is not None
+                                                                 else " (gene-only)"))
+    history = model.fit(expr.X, F, nbr, spots.centers, epochs=int(epochs), lr=float(lr))
+    S = model.embed(expr.X, F, nbr, spots.centers)
+    labels, k, how = ward_clusters(S, n_clusters, k_range=tuple(cluster_kw.get("k_range", (3, 12))),
+                                   max_spots=int(cluster_kw.get("max_ward_spots", 10_000)), random_state=random_state)
+    if n_clusters is None:
+        log.info(f"SENCA: {k} clusters chosen from the Ward dendrogram (largest merge-height gap in "
+                 f"k_range={how['k_range']})")
+    params = {
+        "n_clusters": None if n_clusters is None else int(n_clusters), "n_top_genes": n_top_genes,
+        "n_neighs": int(n_neighs), "epochs": int(epochs), "lr": float(lr), "image": bool(use_image),
+        "image_rep": image_rep, "encoder": None if feats is None else feats.provenance.get("encoder"),
+        "image_features": image_rep if feats is None else feats.obsm_key, "patch_spacings": float(patch_spacings),
+        "layer": layer, "min_counts": int(min_counts), "random_state": int(random_state),
+        **{k_: v for k_, v in model.params.items() if k_ in _MODEL_KWARGS}, **cluster_kw,
+    }
+    params = {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in params.items() if v is not None}
+    uns = {
+        "params": params,
+        "history": {k_: np.asarray(v, dtype=float) for k_, v in history.items()},
+        "n_clusters": int(k),
+        "clustering": how,
+        "genes": np.asarray(expr.genes, dtype=object),
+    }
+    cats = [str(i) for i in range(k)]
+    obs = {key_added: pd.Categorical(labels.astype(str), categories=cats)}
+    out = spots.write(key_added, obs=obs, obsm={K.obsm(key_added): S}, uns={key_added: uns},
+                      embeddings=[feats] if feats is not None and not feats.cached else [], copy=copy)
+    if return_model:
+        return (out, model) if copy else model
+    return out
