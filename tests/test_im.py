@@ -161,3 +161,13 @@ def test_no_image_refused():
     sdata = sf.datasets.toy(n_spots=50, image=False)
     with pytest.raises(sf.InputError, match="needs an H&E image"):
         sf.im.embed(sdata, _tiny())
+
+
+def test_histospace_shipped_weights(toy):
+    from stfuse.im._encoders import HISTOSPACE_WEIGHTS
+
+    assert HISTOSPACE_WEIGHTS.is_file() and HISTOSPACE_WEIGHTS.stat().st_size < 5e6
+    enc = sf.im.get_encoder("histospace")
+    assert enc.input_px == 128 and enc.output_dim == 256 and len(enc.checksum) == 16
+    feats = sf.im.image_features(get_spots(toy), "histospace", batch_size=128)
+    assert feats.X.shape == (400, 256) and np.isfinite(feats.X).all() and feats.X.std(axis=0).max() > 0

@@ -94,12 +94,14 @@ def iter_patches(
     index: np.ndarray | None = None,
     level: int | None = None,
     pad_value: int = 255,
+    centers: np.ndarray | None = None,
 ) -> Iterator[PatchBatch]:
     """Yield :class:`PatchBatch` es of patches of ``side_px`` level-0 pixels (array-level API).
 
     Spots are grouped by the image chunk holding their centre; each chunk (plus a margin of half a
     patch) is read once, so the slide is never materialised and memory stays bounded by a few chunks
-    plus one batch.
+    plus one batch. ``centers`` (``(n, 2)`` ``x, y`` in level-0 pixels) replaces the spot centres,
+    e.g. to cut tiles between spots; ``index`` then refers to its rows.
     """
     spots.require_image("Patch extraction", fix="Attach an H&E image to the section (sf.io.read_st(..., image=...)).")
     out_px = round(side_px) if out_px is None else int(out_px)
@@ -114,8 +116,9 @@ def iter_patches(
     H, W = lvl.shape_yx
     side = side_px * lvl.scale
     n_side = max(1, round(side))
-    idx_all = np.arange(spots.n_obs) if index is None else np.asarray(index, dtype=np.int64)
-    centres = spots.centers[idx_all] * lvl.scale
+    all_centres = spots.centers if centers is None else np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    idx_all = np.arange(len(all_centres)) if index is None else np.asarray(index, dtype=np.int64)
+    centres = all_centres[idx_all] * lvl.scale
     # top-left corner in this level's pixels; the patch is n_side x n_side around the centre
     y0 = np.floor(centres[:, 1] - n_side / 2.0 + 0.5).astype(np.int64)
     x0 = np.floor(centres[:, 0] - n_side / 2.0 + 0.5).astype(np.int64)
