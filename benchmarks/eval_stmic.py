@@ -1,10 +1,12 @@
 """Evaluate sf.tl.stmic: fused vs expression-only vs image-only ARI, on the toy section and HER2ST.
 
-``python -m benchmarks.eval_stmic [--sections B4 C2 ...] [--encoder histospace] [--toy-spots 900] [--no-append]``
+``python -m benchmarks.eval_stmic [--sections B4 C2 ...] [--encoder histospace] [--toy-spots 900] [--refusals]
+[--no-append]``
 
 - toy (``sf.datasets.toy``): truth ``obs["region"]``, ``n_clusters=4``;
 - HER2ST B4, C2–C6 (the sections with an image): truth = the authors' expression clusters
-  ``obs["cluster"]`` (spots without a cluster are left out of the ARI), ``n_clusters`` = their number.
+  ``obs["cluster"]`` (spots without a cluster are left out of the ARI), ``n_clusters`` = their number;
+- ``--refusals``: the seven pathologist-labelled sections (no image here) must be refused.
 
 Image features are cached in ``benchmarks/results/embeddings`` (by section, encoder and weights
 checksum) so re-runs only cluster. Results are appended to ``benchmarks/RESULTS.md``.
@@ -29,6 +31,22 @@ from ._util import ROOT, append_results, measure, table
 CACHE = ROOT / "benchmarks" / "results" / "embeddings"
 MODALITIES = ("both", "expression", "image")
 SECTIONS = ("B4", "C2", "C3", "C4", "C5", "C6")
+PATHOLOGIST = ("B1", "C1", "D1", "E1", "F1", "G2", "H1")  # no image in the development data
+
+
+def refusals() -> list[dict]:
+    """sf.tl.stmic on the seven pathologist-labelled sections (no image): each must raise InputError."""
+    rows = []
+    for s in PATHOLOGIST:
+        sdata = sf.datasets.her2st(s)
+        try:
+            sf.tl.stmic(sdata, n_clusters=6)
+            outcome = "RAN (wrong: must refuse)"
+        except sf.InputError as e:
+            outcome = "refused: " + str(e).split(". ")[0]
+        rows.append({"section": s, "outcome": outcome, "table unchanged": "stmic" not in sdata.tables["table"].obs})
+        print(rows[-1], flush=True)
+    return rows
 
 
 def _cache_paths(name: str, encoder: str) -> tuple[Path, Path]:
@@ -94,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", default=None, help="local weights file of the encoder")
     p.add_argument("--flavor", default="louvain", choices=["louvain", "leiden"])
     p.add_argument("--toy-spots", type=int, default=900)
+    p.add_argument("--refusals", action="store_true", help="also check the 7 sections without image are refused")
     p.add_argument("--no-append", action="store_true")
     args = p.parse_args(argv)
     sf.settings.verbosity = 0
@@ -116,18 +135,20 @@ def main(argv: list[str] | None = None) -> None:
             aris = [r["ARI"] for r in her2st_rows if r["modality"] == mod]
             summary.append({"modality": mod, "mean ARI": float(np.mean(aris)), "median ARI": float(np.median(aris)),
                             "sections": len(aris)})
+    refused = refusals() if args.refusals else []
     body = (
         f"Encoder `{args.encoder}`, flavor `{args.flavor}`, n_pcs=10, n_neighbors=39, random_state=0; truth: toy "
         "`obs['region']` (n_clusters=4), HER2ST `obs['cluster']` (author expression clusters; spots without one "
         "left out; n_clusters = their number). Seconds/peak MiB per `sf.tl.stmic` call (image features are "
         f"computed by the first call of a section unless cached). Total {time.perf_counter() - t0:.0f} s.\n\n"
         + table(rows) + ("\n\nHER2ST B4, C2–C6:\n\n" + table(summary) if summary else "")
+        + ("\n\nSections without an image (pathologist-labelled):\n\n" + table(refused) if refused else "")
     )
     command = "python -m benchmarks.eval_stmic " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.no_append:
         print(body)
     else:
-        append_results("stMIC: fused vs expression-only vs image-only (ARI)", body, command.strip())
+        append_results(f"stMIC ({args.flavor}): fused vs expression-only vs image-only (ARI)", body, command.strip())
 
 
 if __name__ == "__main__":

@@ -166,7 +166,7 @@ def test_markers(toy_stmic):
     assert set(df["names"][:5]) <= {f"G{i:03d}" for i in range(15)}
     sf.tl.stmic_markers(toy_stmic, key="both", key_added="stmic_markers")
     assert set(t.uns["stmic_markers"]["names"].dtype.names) == {"0", "1", "2", "3"}
-    with pytest.raises(sf.KeyNotFoundError, match="run sf.tl.stmic"):
+    with pytest.raises(sf.KeyNotFoundError, match=r"run sf\.tl\.stmic"):
         sf.tl.stmic_markers(toy_stmic, key="nope")
 
 
@@ -183,6 +183,6 @@ def test_plot_stmic(toy_stmic, tmp_path):
     assert [a.get_title().split(" ")[0] for a in fig.axes if a.get_title()] == ["stMIC"]
     _, ax = plt.subplots()
     assert sf.pl.stmic(toy_stmic, "expression", image=False, ax=ax) is ax
-    with pytest.raises(sf.KeyNotFoundError, match="run sf.tl.stmic"):
+    with pytest.raises(sf.KeyNotFoundError, match=r"run sf\.tl\.stmic"):
         sf.pl.stmic(toy_stmic, "nope")
     plt.close("all")

@@ -46,7 +46,7 @@ def stmic(
     ax: Axes | Sequence[Axes] | None = None,
     save: str | os.PathLike | None = None,
 ) -> Figure | Axes | list[Axes]:
-    """stMIC domains over the H&E image: panels ``H&E | stMIC | truth``.
+    """Plot stMIC domains over the H&E image: panels ``H&E | stMIC | truth``.
 
     The stMIC panel's title gives the number of clusters, the resolution used and, with ``truth``,
     the ARI (:func:`stfuse.metrics.ari`, spots without a truth or "undetermined" left out). Clusters are

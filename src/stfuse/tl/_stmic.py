@@ -62,6 +62,12 @@ def _pca(X: np.ndarray, n_pcs: int, random_state: int) -> tuple[np.ndarray, np.n
     return Z * flip, np.asarray(ratio, dtype=np.float64)
 
 
+def _stain_name(stain: Any) -> str:
+    if stain is None:
+        return "none"
+    return stain if isinstance(stain, str) else type(stain).__name__
+
+
 def _standardise(X: np.ndarray) -> np.ndarray:
     """Z-score every feature; constant features become 0."""
     X = np.asarray(X, dtype=np.float64)
@@ -95,6 +101,7 @@ def stmic(
     weights: str | os.PathLike | None = None,
     image_weight: float = 1.0,
     patch_size: float = 1.0,
+    stain: Literal["macenko", "reinhard"] | Any | None = None,
     flavor: Flavor = "louvain",
     layer: str | None = None,
     max_steps: int = 30,
@@ -156,6 +163,9 @@ def stmic(
         values give the image more say in the distances).
     patch_size
         Image patch side in spot diameters (1 in the paper).
+    stain
+        Stain normalisation of the patches before encoding: ``None`` (the paper's), ``"macenko"``,
+        ``"reinhard"`` or a fitted :class:`stfuse.im.StainNormalizer` (see :func:`stfuse.im.image_features`).
     flavor
         ``"louvain"`` (igraph multilevel, the paper's) or ``"leiden"`` (igraph, modularity).
     layer
@@ -228,7 +238,7 @@ def stmic(
         uns["variance_ratio_expression"] = ve.astype(float).tolist()
     if modality in ("both", "image"):
         feats = image_features(spots, encoder, size=patch_size, weights=weights, batch_size=batch_size,
-                               device=device)
+                               device=device, stain=stain)
         if n_pcs > min(feats.X.shape):
             raise InputError(f"n_pcs={n_pcs} exceeds the {feats.X.shape[1]} image features; lower n_pcs.")
         Zi, vi = _pca(_standardise(feats.X), int(n_pcs), random_state)
@@ -264,7 +274,7 @@ def stmic(
     params = {
         "n_pcs": int(n_pcs), "n_neighbors": int(n_neighbors), "resolution": -1.0 if resolution is None else float(resolution),
         "n_clusters": -1 if n_clusters is None else int(n_clusters), "modality": modality, "image_weight": float(image_weight),
-        "patch_size": float(patch_size), "flavor": flavor, "layer": layer or "", "random_state": int(random_state),
+        "patch_size": float(patch_size), "stain": _stain_name(stain), "flavor": flavor, "layer": layer or "", "random_state": int(random_state),
         "max_steps": int(max_steps),
     }
     uns = {"params": params, "resolution": float(used), "n_clusters": k, "exact": bool(exact),
