@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -43,8 +44,11 @@ def test_fused_beats_each_modality_on_toy(toy_stmic):
     assert ari["both"] > 0.7
 
 
-def test_results_written(toy_stmic):
+def test_results_written(toy_stmic, tmp_path):
     t = toy_stmic.tables["table"]
+    t.write_h5ad(tmp_path / "t.h5ad")  # everything written is storable
+    back = ad.read_h5ad(tmp_path / "t.h5ad")
+    assert back.uns["both"]["n_clusters"] == 4 and back.obs["both"].equals(t.obs["both"])
     assert isinstance(t.obs["both"].dtype, pd.CategoricalDtype)
     assert list(t.obs["both"].cat.categories) == ["0", "1", "2", "3"]
     sizes = t.obs["both"].value_counts().reindex(["0", "1", "2", "3"]).to_numpy()

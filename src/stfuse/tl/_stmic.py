@@ -160,7 +160,7 @@ def stmic(
         Local weights file for a named encoder.
     image_weight
         Factor on the image PC scores before concatenation (1 = the paper's plain concatenation; larger
-        values give the image more say in the distances).
+        values give the image more say in the distances). Used with ``modality="both"`` only.
     patch_size
         Image patch side in spot diameters (1 in the paper).
     stain
