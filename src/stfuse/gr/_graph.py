@@ -81,45 +81,55 @@ def _insert(i_best: np.ndarray, d_best: np.ndarray, m: int, k: int, j: int, d: f
 
 
 @numba.njit(parallel=True, cache=True)
-def _knn_kernel(xy, k, x0, y0, h, nx, ny, cell, starts, order, include_self):
-    n = xy.shape[0]
-    out_i = np.full((n, k), -1, np.int64)
-    out_d = np.full((n, k), np.inf, np.float64)
+def _knn_kernel(sx, sy, order, starts, x0, y0, h, nx, ny, k, include_self, out_i, out_d):
+    """K nearest neighbours; points are visited in cell order (``sx``/``sy`` are sorted by cell).
+
+    Rings of cells are scanned outward until the k-th distance is no larger than the distance
+    from the point to the edge of the scanned square (sides touching the grid border do not count),
+    so the result is exact.
+    """
+    n = sx.shape[0]
     max_ring = max(nx, ny)
-    for i in numba.prange(n):
-        px = xy[i, 0]
-        py = xy[i, 1]
-        c = cell[i]
-        cx = c % nx
-        cy = c // nx
+    for t in numba.prange(n):
+        px = sx[t]
+        py = sy[t]
+        cx = min(int((px - x0) / h), nx - 1)
+        cy = min(int((py - y0) / h), ny - 1)
+        i = order[t]
         i_best = out_i[i]
         d_best = out_d[i]
         m = 0
         for r in range(max_ring + 1):
-            for gy in range(cy - r, cy + r + 1):
-                if gy < 0 or gy >= ny:
-                    continue
-                on_edge_row = gy == cy - r or gy == cy + r
-                step = 1 if on_edge_row else 2 * r
+            for gy in range(max(cy - r, 0), min(cy + r, ny - 1) + 1):
+                edge_row = gy == cy - r or gy == cy + r
                 gx = cx - r
                 while gx <= cx + r:
                     if 0 <= gx < nx:
                         cc = gy * nx + gx
-                        for t in range(starts[cc], starts[cc + 1]):
-                            j = order[t]
-                            if j == i and not include_self:
+                        for u in range(starts[cc], starts[cc + 1]):
+                            if u == t and not include_self:
                                 continue
-                            dx = xy[j, 0] - px
-                            dy = xy[j, 1] - py
-                            m = _insert(i_best, d_best, m, k, j, dx * dx + dy * dy)
-                    if step == 0:
-                        break
-                    gx += step
-            if m == k and d_best[k - 1] <= (r * h) * (r * h):
-                break
-        for t in range(k):
-            d_best[t] = np.sqrt(d_best[t])
-    return out_i, out_d
+                            dx = sx[u] - px
+                            dy = sy[u] - py
+                            m = _insert(i_best, d_best, m, k, order[u], dx * dx + dy * dy)
+                    if edge_row or r == 0:
+                        gx += 1
+                    else:
+                        gx += 2 * r
+            if m == k:
+                b = np.inf
+                if cx - r > 0:
+                    b = min(b, px - (x0 + (cx - r) * h))
+                if cx + r < nx - 1:
+                    b = min(b, x0 + (cx + r + 1) * h - px)
+                if cy - r > 0:
+                    b = min(b, py - (y0 + (cy - r) * h))
+                if cy + r < ny - 1:
+                    b = min(b, y0 + (cy + r + 1) * h - py)
+                if d_best[k - 1] <= b * b:
+                    break
+        for q in range(k):
+            d_best[q] = np.sqrt(d_best[q])
 
 
 @numba.njit(parallel=True, cache=True)
@@ -248,8 +258,14 @@ def knn(coords: Any, k: int, *, include_self: bool = False) -> tuple[np.ndarray,
     if len(xy) == 0:
         return np.empty((0, int(k)), np.int64), np.empty((0, int(k)))
     _set_threads()
-    x0, y0, h, nx, ny, cell, starts, order = _grid(xy, None, per_cell=max(2.0, k / 2.0))
-    return _knn_kernel(xy, int(k), x0, y0, h, nx, ny, cell, starts, order, include_self)
+    k = int(k)
+    x0, y0, h, nx, ny, _, starts, order = _grid(xy, None, per_cell=max(2.0, k / 2.0))
+    out_i = np.full((len(xy), k), -1, np.int64)
+    out_d = np.full((len(xy), k), np.inf, np.float64)
+    sx = np.ascontiguousarray(xy[order, 0])
+    sy = np.ascontiguousarray(xy[order, 1])
+    _knn_kernel(sx, sy, order, starts, x0, y0, h, nx, ny, k, include_self, out_i, out_d)
+    return out_i, out_d
 
 
 def radius_neighbors(coords: Any, radius: float, *, include_self: bool = False) -> sparse.csr_matrix:
@@ -334,12 +350,24 @@ def detect_lattice(coords: Any) -> tuple[Literal["square", "hex"] | None, float]
 
 
 def _to_csr(indices: np.ndarray, distances: np.ndarray, n: int) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """Connectivity (float32 ones) and distance CSR matrices from padded neighbour arrays (rows sorted)."""
     valid = indices >= 0
-    rows = np.repeat(np.arange(n), valid.sum(axis=1))
-    cols = indices[valid]
-    dist = distances[valid]
-    conn = sparse.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(n, n))
-    dst = sparse.csr_matrix((dist, (rows, cols)), shape=(n, n))
+    counts = valid.sum(axis=1)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    if valid.all():
+        cols = indices.reshape(-1)
+        dist = distances.reshape(-1)
+    else:
+        cols = indices[valid]
+        dist = distances[valid]
+    idx_dtype = np.int32 if n < 2**31 - 1 else np.int64
+    cols = cols.astype(idx_dtype)
+    indptr = indptr.astype(idx_dtype)
+    conn = sparse.csr_matrix((np.ones(len(cols), np.float32), cols, indptr), shape=(n, n))
+    dst = sparse.csr_matrix((dist.copy(), cols.copy(), indptr.copy()), shape=(n, n))  # no shared buffers
+    conn.has_sorted_indices = False
+    dst.has_sorted_indices = False
     return conn, dst
 
 

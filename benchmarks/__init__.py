@@ -1,0 +1,1 @@
+"""stfuse benchmarks: `make bench` (python -m benchmarks.run [name ...])."""
