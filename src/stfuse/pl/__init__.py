@@ -6,5 +6,6 @@ full-resolution image pixels, over an image level chosen for the figure size (``
 """
 
 from ._spatial import compare, spots
+from ._stmic import stmic
 
-__all__ = ["compare", "spots"]
+__all__ = ["compare", "spots", "stmic"]

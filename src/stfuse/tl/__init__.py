@@ -1,5 +1,6 @@
-"""Tools: ``sf.tl`` (each writes its results into the user's object)."""
+"""Tools: ``sf.tl`` (each writes its results into the user's table)."""
 
 from ._senca import senca
+from ._stmic import stmic, stmic_markers
 
-__all__ = ["senca"]
+__all__ = ["senca", "stmic", "stmic_markers"]
