@@ -108,6 +108,19 @@ def _spacing(coords: np.ndarray, nbr: np.ndarray) -> float:
     return float(np.median(d)) if len(d) else 1.0
 
 
+def _pca_basis(Xc: np.ndarray, k: int) -> np.ndarray:
+    """Top-``k`` principal axes of centred ``Xc``, scaled so the scores have unit total variance.
+
+    Signs are fixed (largest loading positive) so the basis is deterministic.
+    """
+    C = (Xc.T.astype(np.float64) @ Xc.astype(np.float64)) / max(len(Xc) - 1, 1)
+    w, V = np.linalg.eigh(C)
+    order = np.argsort(w)[::-1][:k]
+    w, V = np.clip(w[order], 0, None), V[:, order]
+    V *= np.sign(V[np.abs(V).argmax(0), np.arange(V.shape[1])])
+    return (V / np.sqrt(max(w.sum(), 1e-12))).astype(np.float32)
+
+
 @dataclass
 class _Batch:
     """One mini-batch: the nodes computed (core + halo), in local indexing."""
@@ -277,12 +290,16 @@ class SENCAModule(nn.Module):
         ``"data"`` the module's inputs (expression ⊕ standardised image features).
     dropout
         Dropout in the feed-forward layers.
+    projection
+        Apply the contrastive losses to a SimCLR projection head of R and H (as SimCLR does) rather
+        than to R and H themselves.
     """
 
     def __init__(self, n_genes: int, n_image_features: int | None = None, *, hidden: int = 256, latent: int = 128,
                  mask_rate: float = 0.2, heads: int = 1, propagation_hops: int = 1, attention_hops: int | None = 1,
                  cross_attention: bool = True, combine: Literal["sum", "concat"] = "sum",
-                 reconstruct: Literal["input", "data"] = "input", dropout: float = 0.0) -> None:
+                 reconstruct: Literal["input", "data"] = "input", dropout: float = 0.0,
+                 projection: bool = True, target_pcs: int | None = None) -> None:
         super().__init__()
         if combine not in ("sum", "concat"):
             raise InputError(f"combine must be 'sum' or 'concat', got {combine!r}.")
@@ -306,11 +323,36 @@ class SENCAModule(nn.Module):
             self.ca2 = NeighbourhoodCrossAttention(latent, latent, latent, heads=heads)  # Q = R, K/V = H
         width = latent if (combine == "sum") else 2 * latent
         self.encoder = nn.Linear(width, latent)
-        e_dim = 2 * latent if reconstruct == "input" else n_genes + (n_image_features or 0)
+        #: widths of the parts of E (one per modality); the MSE weighs each part equally
+        self.target_pcs = target_pcs if reconstruct == "data" else None
+        if self.target_pcs:
+            p_x = min(int(target_pcs), n_genes)
+            self.register_buffer("x_mean", torch.zeros(n_genes))
+            self.register_buffer("x_basis", torch.zeros(n_genes, p_x))
+            parts = [p_x]
+            if n_image_features:
+                p_f = min(int(target_pcs), n_image_features)
+                self.register_buffer("f_basis", torch.zeros(n_image_features, p_f))
+                parts.append(p_f)
+        else:
+            parts = [n_genes] + ([n_image_features] if n_image_features else [])
+        self.e_parts = [latent, latent] if reconstruct == "input" else parts
+        e_dim = sum(self.e_parts)
         self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ELU(), nn.Linear(hidden, e_dim))
+        # SimCLR projection head: the contrast acts on proj(R), proj(H), so R and H keep what it discards
+        self.proj = (nn.Sequential(nn.Linear(latent, latent), nn.ReLU(), nn.Linear(latent, latent))
+                     if projection else nn.Identity())
 
     def image_input(self, f: torch.Tensor) -> torch.Tensor:
         return (f - self.img_mean) / self.img_std
+
+    def data_target(self, x: torch.Tensor, fin: torch.Tensor | None) -> torch.Tensor:
+        """Decoder target for ``reconstruct="data"``: the inputs, or their principal components."""
+        if self.target_pcs:
+            x = (x - self.x_mean) @ self.x_basis
+            if fin is not None:
+                fin = fin @ self.f_basis
+        return x if fin is None else torch.cat([x, fin], 1)
 
     def forward(self, x: torch.Tensor, f: torch.Tensor | None, nbr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Embeddings of every node of a (sub)graph: ``R``, ``H``, ``S``, decoder output ``D`` and target ``E``."""
@@ -337,7 +379,7 @@ class SENCAModule(nn.Module):
         if self.reconstruct == "input":
             E = torch.cat([R, H], 1)
         else:
-            E = x if fin is None else torch.cat([x, fin], 1)
+            E = self.data_target(x, fin)
         return {"R": R, "H": H, "S": S, "D": D, "E": E}
 
 
@@ -376,7 +418,7 @@ class SENCA(BaseModel):
         Number of input genes.
     n_image_features
         Width of the image features, ``None`` for the gene-only model.
-    hidden, latent, mask_rate, heads, propagation_hops, attention_hops, cross_attention, combine, reconstruct, dropout
+    hidden, latent, mask_rate, heads, propagation_hops, attention_hops, cross_attention, combine, reconstruct, dropout, projection
         See :class:`SENCAModule`.
     hierarchical
         Windowed + pooled NT-Xent; ``False``: a plain spot-level NT-Xent between R and H (ablation).
@@ -414,7 +456,8 @@ class SENCA(BaseModel):
     def __init__(self, n_genes: int, n_image_features: int | None = None, *, hidden: int = 256, latent: int = 128,
                  mask_rate: float = 0.2, heads: int = 1, propagation_hops: int = 1, attention_hops: int | None = 1,
                  cross_attention: bool = True, combine: Literal["sum", "concat"] = "sum",
-                 reconstruct: Literal["input", "data"] = "input", dropout: float = 0.0, hierarchical: bool = True,
+                 reconstruct: Literal["input", "data"] = "input", dropout: float = 0.0, projection: bool = True,
+                 target_pcs: int | None = None, hierarchical: bool = True,
                  window_hops: int = 1, pool_side: float = 4.0, lam: float = 40.0, temperature: float = 0.5,
                  batch_size: int = 4096, tile_side: float = 8.0, genes: Sequence[str] | None = None,
                  device: str = "auto", random_state: int = 0) -> None:
@@ -434,12 +477,13 @@ class SENCA(BaseModel):
             latent=int(latent), mask_rate=float(mask_rate), heads=int(heads), propagation_hops=int(propagation_hops),
             attention_hops=None if attention_hops is None else int(attention_hops),
             cross_attention=bool(cross_attention), combine=combine, reconstruct=reconstruct, dropout=float(dropout),
+            projection=bool(projection), target_pcs=None if target_pcs is None else int(target_pcs),
             hierarchical=bool(hierarchical), window_hops=int(window_hops), pool_side=float(pool_side),
             lam=float(lam), temperature=float(temperature), batch_size=int(batch_size), tile_side=float(tile_side),
         )
 
     _MODULE_KEYS = ("hidden", "latent", "mask_rate", "heads", "propagation_hops", "attention_hops", "cross_attention",
-                    "combine", "reconstruct", "dropout")
+                    "combine", "reconstruct", "dropout", "projection", "target_pcs")
 
     def _build(self) -> SENCAModule:
         p = self.params
@@ -494,17 +538,19 @@ class SENCA(BaseModel):
         p = self.params
         out = module(b.x, b.f, b.nbr)
         R, H, core = out["R"], out["H"], b.core
-        mse = F.mse_loss(out["D"][core], out["E"][core])
+        D, E = out["D"][core], out["E"][core]
+        mse = torch.stack([F.mse_loss(d, e) for d, e in zip(D.split(module.e_parts, 1), E.split(module.e_parts, 1))]).mean()
         t = p["temperature"]
         if p["hierarchical"]:
             win = _local_tokens(b.nbr, p["window_hops"])[core] if p["window_hops"] > 1 else torch.cat(
                 [core[:, None], b.nbr[core]], 1)
-            windowed = nt_xent(_mean_over(R, win), _mean_over(H, win), t)
-            pooled = nt_xent(_pool_mean(R[core], b.pool, b.n_pools), _pool_mean(H[core], b.pool, b.n_pools), t)
+            g = module.proj
+            windowed = nt_xent(g(_mean_over(R, win)), g(_mean_over(H, win)), t)
+            pooled = nt_xent(g(_pool_mean(R[core], b.pool, b.n_pools)), g(_pool_mean(H[core], b.pool, b.n_pools)), t)
             contrast = windowed + pooled
             terms = {"nt_xent_windowed": windowed, "nt_xent_pooled": pooled}
         else:
-            contrast = nt_xent(R[core], H[core], t)
+            contrast = nt_xent(module.proj(R[core]), module.proj(H[core]), t)
             terms = {"nt_xent": contrast}
         loss = contrast + p["lam"] * mse
         return {"loss": loss, **terms, "mse": mse}
@@ -543,6 +589,13 @@ class SENCA(BaseModel):
             sd[sd < 1e-6] = 1.0
             self.module.img_mean.copy_(torch.as_tensor(mu))
             self.module.img_std.copy_(torch.as_tensor(sd))
+        if self.module.target_pcs:
+            mu_x = X.mean(0)
+            self.module.x_mean.copy_(torch.as_tensor(mu_x))
+            self.module.x_basis.copy_(torch.as_tensor(_pca_basis(X - mu_x, self.module.x_basis.shape[1])))
+            if f is not None:
+                fz = (f - self.module.img_mean.cpu().numpy()) / self.module.img_std.cpu().numpy()
+                self.module.f_basis.copy_(torch.as_tensor(_pca_basis(fz, self.module.f_basis.shape[1])))
         tiling = self._tiling(nbr, xy)
         log.info(f"SENCA: {X.shape[0]} spots, {tiling.n_tiles} tiles, batches of ~{self.params['batch_size']} spots, "
                  f"halo {self.halo} hops")
