@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import runpy
 import sys
-from pathlib import Path
 
 
 def build(spec: str, out: str) -> None:

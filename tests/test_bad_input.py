@@ -86,7 +86,7 @@ def all_zero(s):
 
 def duplicated_spots(s):
     t = _table(s)
-    t.obs_names = [t.obs_names[0]] + list(t.obs_names[1:-1]) + [t.obs_names[0]]
+    t.obs_names = [t.obs_names[0], *list(t.obs_names[1:-1]), t.obs_names[0]]
     return {}
 
 
