@@ -8,12 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy import sparse
 
 import stfuse as sf
+from _tiny import assert_unchanged
 
 # ---------------------------------------------------------------- the tools, with tiny settings
 
@@ -173,32 +173,6 @@ CORRUPTIONS: dict[str, tuple[Callable, str, set[str] | None]] = {
     "too_many_neighbours": (too_many_neighbours, "n_neighs", {"spatial_graph"}),
     "not_sdata": (not_sdata, "SpatialData or .*AnnData", None),
 }
-
-# ---------------------------------------------------------------- comparing an object with its deep copy
-
-
-def assert_unchanged(before: Any, after: Any) -> None:
-    assert set(after.tables) == set(before.tables)
-    assert set(after.images) == set(before.images) and set(after.shapes) == set(before.shapes)
-    for k, b in before.tables.items():
-        a = after.tables[k]
-        assert a.shape == b.shape
-        xa, xb = (m.toarray() if sparse.issparse(m) else np.asarray(m) for m in (a.X, b.X))
-        assert np.array_equal(xa, xb, equal_nan=True)
-        pd.testing.assert_frame_equal(a.obs, b.obs)
-        pd.testing.assert_frame_equal(a.var, b.var)
-        assert list(a.obs_names) == list(b.obs_names) and list(a.var_names) == list(b.var_names)
-        assert set(a.obsm) == set(b.obsm) and set(a.obsp) == set(b.obsp) and set(a.layers) == set(b.layers)
-        assert set(a.uns) == set(b.uns)
-    for k, b in before.shapes.items():
-        assert after.shapes[k].geometry.equals(b.geometry) or (
-            after.shapes[k].geometry.is_empty.equals(b.geometry.is_empty))
-    from spatialdata.transformations import get_transformation
-
-    for k in before.images:
-        assert repr(get_transformation(after.images[k], get_all=True)) == repr(
-            get_transformation(before.images[k], get_all=True))
-
 
 @pytest.fixture(scope="module")
 def small():
