@@ -30,6 +30,9 @@ class Tool:
 TOOLS: dict[str, Tool] = {
     "stmic": Tool(run=lambda s, refs, **kw: sf.tl.stmic(s, n_clusters=4, **kw), obs=["stmic"], obsm=["X_stmic"],
                   uns=["stmic"], plot=lambda s: sf.pl.stmic(s, truth="region")),
+    "senca": Tool(run=lambda s, refs, **kw: sf.tl.senca(s, n_clusters=4, hidden=16, latent=8, epochs=3, **kw),
+                  obs=["senca"], obsm=["X_senca"], uns=["senca"], plot=lambda s: sf.pl.senca(s, truth="region"),
+                  trains=True),
 }
 
 

@@ -22,6 +22,10 @@ def _stmic(s, **kw):
     return sf.tl.stmic(s, **{"n_clusters": 3, **kw})
 
 
+def _senca(s, **kw):
+    return sf.tl.senca(s, **{"n_clusters": 3, "hidden": 8, "latent": 4, "epochs": 1, **kw})
+
+
 def _embed(s, **kw):
     return sf.im.embed(s, **kw)
 
@@ -38,11 +42,11 @@ def _plot(s, **kw):
     return sf.pl.spots(s, "region", **kw)
 
 
-TOOLS: dict[str, Callable[..., Any]] = {"stmic": _stmic, "embed": _embed, "spatial_graph": _graph,
+TOOLS: dict[str, Callable[..., Any]] = {"stmic": _stmic, "senca": _senca, "embed": _embed, "spatial_graph": _graph,
                                         "extract_patches": _patches, "pl.spots": _plot}
-IMAGE_TOOLS = {"stmic", "embed", "extract_patches"}
-COUNT_TOOLS = {"stmic"}
-CLUSTER_TOOLS = {"stmic"}
+IMAGE_TOOLS = {"stmic", "senca", "embed", "extract_patches"}
+COUNT_TOOLS = {"stmic", "senca"}
+CLUSTER_TOOLS = {"stmic", "senca"}
 
 # ---------------------------------------------------------------- the corruptions: mutate, return extra kwargs
 
@@ -168,9 +172,9 @@ CORRUPTIONS: dict[str, tuple[Callable, str, set[str] | None]] = {
     "other_coordinate_system": (other_coordinate_system, "coordinate system", IMAGE_TOOLS),
     "outside_image": (outside_image, "lie outside image", IMAGE_TOOLS),
     "nan_centres": (nan_centres, "NaN or infinite", None),
-    "wrong_encoder": (wrong_encoder, r"must return \(batch, features\)", {"stmic", "embed"}),
+    "wrong_encoder": (wrong_encoder, r"must return \(batch, features\)", {"stmic", "senca", "embed"}),
     "too_many_clusters": (too_many_clusters, "n_clusters", CLUSTER_TOOLS),
-    "too_many_neighbours": (too_many_neighbours, "n_neighs", {"spatial_graph"}),
+    "too_many_neighbours": (too_many_neighbours, "n_neighs", {"spatial_graph", "senca"}),
     "not_sdata": (not_sdata, "SpatialData or .*AnnData", None),
 }
 

@@ -48,6 +48,8 @@ def senca(
     weights: str | os.PathLike | None = None,
     layer: str | None = None,
     min_counts: int = 10,
+    shapes_key: str | None = None,
+    image_key: str | None = None,
     random_state: int = 0,
     device: str = "auto",
     copy: bool = False,
@@ -102,6 +104,8 @@ def senca(
         Counts layer to use instead of ``X``.
     min_counts
         Genes with fewer total counts are dropped [10].
+    %(shapes_key)s
+    %(image_key)s
     %(random_state)s
     %(device)s
     %(copy)s
@@ -146,7 +150,7 @@ def senca(
         )
     cluster_kw = {k: kwargs.pop(k) for k in _CLUSTER_KWARGS if k in kwargs}
     use_image = bool(image) or image_rep is not None
-    spots = get_spots(sdata, table_key=table_key)
+    spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
     if image and image_rep is None:
         spots.require_image(
             "sf.tl.senca with image=True",
