@@ -46,8 +46,8 @@ def hop_tokens(neighbours: np.ndarray, hops: int) -> np.ndarray:
     >>> import numpy as np
     >>> from stfuse.models._senca import hop_tokens
     >>> chain = np.array([[1, -1], [0, 2], [1, 3], [2, -1]])
-    >>> hop_tokens(chain, 2)[0].tolist()
-    [0, 1, 2]
+    >>> hop_tokens(chain, 2).tolist()  # spot 1 reaches 0, 2 and 3; others are padded with -1
+    [[0, 1, 2, -1], [1, 0, 2, 3], [2, 0, 1, 3], [3, 1, 2, -1]]
     """
     nbr = np.asarray(neighbours, dtype=np.int64)
     n = nbr.shape[0]
@@ -293,6 +293,19 @@ class SENCAModule(nn.Module):
     projection
         Apply the contrastive losses to a SimCLR projection head of R and H (as SimCLR does) rather
         than to R and H themselves.
+    target_pcs
+        With ``reconstruct="data"``: reconstruct this many principal components of each input
+        (expression, image features) instead of the inputs themselves; ``None`` the inputs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from stfuse.models import SENCAModule
+    >>> m = SENCAModule(30, 12, hidden=16, latent=8)
+    >>> nbr = torch.tensor([[1, -1], [0, 2], [1, -1]])
+    >>> out = m(torch.rand(3, 30), torch.rand(3, 12), nbr)
+    >>> out["S"].shape
+    torch.Size([3, 8])
     """
 
     def __init__(self, n_genes: int, n_image_features: int | None = None, *, hidden: int = 256, latent: int = 128,
