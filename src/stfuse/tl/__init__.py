@@ -1,1 +1,5 @@
-"""sf.tl."""
+"""Tools: ``sf.tl``."""
+
+from ._spacrd import spacrd
+
+__all__ = ["spacrd"]

@@ -1,0 +1,169 @@
+"""SpaCRD on HER2ST: the acceptance evaluations of ``sf.tl.spacrd`` (not part of ``make bench``: hours on 2 cores).
+
+``lopo``   leave-one-patient-out over the 7 pathologist-labelled sections (B1, C1, D1, E1, F1, G2, H1; one
+           section per patient), expression only (``use_image=False``); cancer = invasive cancer or cancer
+           in situ (``obs["cancer"]``). SpaCRD with its defaults, over several seeds, next to a
+           logistic-regression baseline on the same genes and the same preparation. F1 uses the GMM
+           threshold on the target's scores for both methods (never the true class balance).
+``images`` train on C2–C5 + B4, score C6; train on C2–C6, score B4 (author-cluster labels: cancer when the
+           cluster name starts with "cancer"; spots without a cluster are unlabelled and not scored), with
+           and without the image branch.
+
+Run from the project root::
+
+    STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo --seeds 0 1 2
+    STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st images --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+import stfuse as sf
+from stfuse.models import gmm_threshold
+
+from ._util import append_results, table
+
+LABELLED = ("B1", "C1", "D1", "E1", "F1", "G2", "H1")
+CLUSTER_KEY = "cancer_cluster"
+
+
+def _read(section: str, *, image: bool) -> Any:
+    sd = sf.datasets.her2st(section, image=image)
+    t = sd.tables["table"]
+    if "label" in t.obs and t.obs["label"].notna().any():
+        return sd
+    # cluster-derived labels; spots without an author cluster are unlabelled (NaN), not "normal"
+    name = t.obs["cluster_name"].astype("string")
+    lab = np.where(name.isna(), None, name.str.startswith("cancer").fillna(False).to_numpy(bool))
+    t.obs[CLUSTER_KEY] = np.array(lab, dtype=object)
+    return sd
+
+
+def _truth(sd: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
+    v = sd.tables["table"].obs[key]
+    ok = v.notna().to_numpy()
+    return v.to_numpy()[ok].astype(bool), ok
+
+
+def _baseline(refs: list[Any], target: Any, genes: list[str], key: str, seed: int) -> np.ndarray:
+    """Logistic regression on the genes SpaCRD used, prepared the same way (per-section min-max)."""
+    from sklearn.linear_model import LogisticRegression
+
+    def prep(sd):
+        return sf.pp.prepare_expression(sd.tables["table"], genes=genes, scale="minmax").X
+
+    X, y = [], []
+    for r in refs:
+        lab, ok = _truth(r, key)
+        X.append(prep(r)[ok])
+        y.append(lab)
+    lr = LogisticRegression(max_iter=2000, random_state=seed)
+    lr.fit(np.vstack(X), np.concatenate(y))
+    return lr.predict_proba(prep(target))[:, 1]
+
+
+def _metrics(truth: np.ndarray, ok: np.ndarray, scores: np.ndarray, calls: np.ndarray) -> dict[str, float]:
+    return sf.metrics.classification(truth, scores[ok], pred=calls[ok])
+
+
+def _run(refs: list[Any], target: Any, key: str, seed: int, **kw: Any) -> tuple[dict[str, float], Any, float]:
+    t0 = time.perf_counter()
+    out = sf.tl.spacrd(target, refs, label_key=key, positive=True, random_state=seed, device="cpu", copy=True, **kw)
+    dt = time.perf_counter() - t0
+    tab = out.tables["table"]
+    truth, ok = _truth(target, key)
+    m = _metrics(truth, ok, tab.obs["spacrd_score"].to_numpy(), (tab.obs["spacrd"] == "cancer").to_numpy())
+    return m, tab.uns["spacrd"], dt
+
+
+def lopo(seeds: list[int], sections: list[str], epochs: int | None) -> None:
+    data = {s: _read(s, image=False) for s in sections}
+    kw = {"use_image": False} | ({"epochs": epochs} if epochs else {})
+    rows, per_seed = [], {s: [] for s in seeds}
+    for held in sections:
+        refs = [data[s] for s in sections if s != held]
+        truth, ok = _truth(data[held], "cancer")
+        res = {}
+        for seed in seeds:
+            m, uns, dt = _run(refs, data[held], "cancer", seed, **kw)
+            res[seed] = m
+            per_seed[seed].append(m)
+            print(f"{held} seed {seed}: {m} ({dt:.0f} s, {len(uns['history']['loss'])} epochs, "
+                  f"threshold {uns['threshold']['method']})", flush=True)
+        genes = list(uns["genes"])
+        lr = _baseline(refs, data[held], genes, "cancer", 0)
+        thr = gmm_threshold(lr)
+        lm = _metrics(truth, ok, lr, lr >= thr.threshold)
+        row = {"section": held, "spots": int(ok.sum()), "cancer": int(truth.sum())}
+        for k in ("auc", "ap", "f1"):
+            vals = [res[s][k] for s in seeds]
+            row[f"SpaCRD {k}"] = f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(seeds) > 1 else f"{vals[0]:.3f}"
+        row |= {"LR auc": f"{lm['auc']:.3f}", "LR ap": f"{lm['ap']:.3f}", "LR f1": f"{lm['f1']:.3f}"}
+        rows.append(row)
+        print(row, flush=True)
+    mean = {"section": "mean", "spots": sum(r["spots"] for r in rows), "cancer": sum(r["cancer"] for r in rows)}
+    for k in ("auc", "ap", "f1"):
+        seed_means = [np.mean([m[k] for m in per_seed[s]]) for s in seeds]
+        mean[f"SpaCRD {k}"] = (f"{np.mean(seed_means):.3f} ± {np.std(seed_means):.3f}" if len(seeds) > 1
+                               else f"{seed_means[0]:.3f}")
+    for k in ("auc", "ap", "f1"):
+        mean[f"LR {k}"] = f"{np.mean([float(r[f'LR {k}']) for r in rows]):.3f}"
+    rows.append(mean)
+    body = (f"Leave-one-patient-out, expression only (use_image=False), SpaCRD defaults "
+            f"({'epochs=' + str(epochs) if epochs else 'default epochs'}), seeds {seeds} "
+            "(SpaCRD: mean ± sd over seeds; mean row: mean over sections, ± sd over seeds of that mean). "
+            "LR = sklearn LogisticRegression on the same genes and preparation. F1 at the GMM threshold of "
+            "the target's scores for both.\n\n" + table(rows))
+    append_results("SpaCRD: HER2ST leave-one-patient-out (7 pathologist-labelled sections)", body,
+                   "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo " + " ".join(sys.argv[2:]))
+
+
+def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
+    secs = ("C2", "C3", "C4", "C5", "C6", "B4")
+    data = {s: _read(s, image=True) for s in secs}
+    splits = [(["C2", "C3", "C4", "C5", "B4"], "C6"), (["C2", "C3", "C4", "C5", "C6"], "B4")]
+    rows = []
+    for train, held in splits:
+        refs = [data[s] for s in train]
+        for use_image in (True, False):
+            res = []
+            for seed in seeds:
+                kw = {"use_image": use_image, "encoder": encoder} | ({"epochs": epochs} if epochs else {})
+                m, uns, dt = _run(refs, data[held], CLUSTER_KEY, seed, **kw)
+                res.append(m)
+                print(f"{held} image={use_image} seed {seed}: {m} ({dt:.0f} s)", flush=True)
+            row = {"train": "+".join(train), "target": held, "image branch": "yes" if use_image else "no"}
+            for k in ("auc", "ap", "f1"):
+                vals = [r[k] for r in res]
+                row[k] = f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(seeds) > 1 else f"{vals[0]:.3f}"
+            rows.append(row)
+            print(row, flush=True)
+    body = (f"Cluster-derived labels (cancer = author cluster named 'cancer…'; spots without a cluster unscored), "
+            f"encoder={encoder!r}, seeds {seeds} (mean ± sd). F1 at the GMM threshold.\n\n" + table(rows))
+    append_results("SpaCRD: HER2ST with images (C2–C6, B4)", body,
+                   "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st images " + " ".join(sys.argv[2:]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("mode", choices=["lopo", "images"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sections", nargs="+", default=list(LABELLED))
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--encoder", default="histospace")
+    a = p.parse_args(argv)
+    sf.settings.verbosity = 1
+    if a.mode == "lopo":
+        lopo(a.seeds, a.sections, a.epochs)
+    else:
+        images(a.seeds, a.epochs, a.encoder)
+
+
+if __name__ == "__main__":
+    main()
