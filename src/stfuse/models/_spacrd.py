@@ -354,7 +354,7 @@ class SpaCRD(BaseModel):
     def fit(self, genes: Any, image: Any, neighbours: Any, labels: Any, *, epochs: int = 100,
             pretrain_epochs: int = 20, schedule: Schedule = "staged", lr: float = 1e-4,
             weight_decay: float = 1e-4, batch_size: int = 256, val_fraction: float = 0.1,
-            patience: int | None = 15, random_state: int | None = None) -> SpaCRD:
+            patience: int | None = 10, random_state: int | None = None) -> SpaCRD:
         """Train on labelled reference spots.
 
         Parameters

@@ -107,7 +107,7 @@ def spacrd(
     lr: float = 1e-4,
     batch_size: int = 256,
     val_fraction: float = 0.1,
-    patience: int | None = 15,
+    patience: int | None = 10,
     layer: str | None = None,
     random_state: int = 0,
     device: str = "auto",
