@@ -441,12 +441,12 @@ class SpaCRD(BaseModel):
 
             # all spots, labelled or not: the alignment uses no label
             h = train(self.module, align_step, batches(np.arange(len(y))), epochs=int(pretrain_epochs), lr=lr,
-                      weight_decay=weight_decay, device=self.device, seed=seed, params=enc,
+                      weight_decay=weight_decay, device=self.device, seed=seed, params=enc, fused=True,
                       desc="SpaCRD stage 1 (alignment)")
             history["pretrain"] = h
         h = train(self.module, make_step(True), batches(train_c), epochs=int(epochs), lr=lr,
                   weight_decay=weight_decay, device=self.device, seed=seed + 1, val_batches=val,
-                  patience=patience if val is not None else None, desc="SpaCRD training")
+                  patience=patience if val is not None else None, fused=True, desc="SpaCRD training")
         history.update(h)
         self.is_trained = True
         self.info["history"] = history
