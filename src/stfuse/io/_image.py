@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ class _DecodeOnce:
     """Array-like ``(c, y, x)`` view of an image file, decoded on first access and kept (one copy).
 
     dask calls ``__getitem__`` once per chunk; the first call decodes the file under a lock, every
-    later call slices the cached array. Pickling drops the cache, so a dask worker decodes once too.
+    later call slices the cached array. Pickling drops the cache and unpickling returns the one decoder
+    of this file in the receiving process (:func:`_shared_decoder`), so a dask worker decodes it once
+    however many tasks it runs.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -33,18 +36,38 @@ class _DecodeOnce:
         self._bands = bands
         self._array: np.ndarray | None = None
         self._lock = threading.Lock()
+        st = os.stat(self.path)
+        self.token = hashlib.sha1(f"{os.path.abspath(self.path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
     def __reduce__(self):
-        return (_DecodeOnce, (self.path,))
+        return (_shared_decoder, (self.path, self.token))
 
     def _load(self) -> np.ndarray:
         with self._lock:
             if self._array is None:
-                self._array = _decode(self.path).transpose(2, 0, 1)
+                self._array = _decode(self.path)
             return self._array
 
     def __getitem__(self, key):
         return self._load()[key]
+
+
+#: decoders created by unpickling, per process (a dask worker): the most recent few images stay decoded
+_SHARED: OrderedDict[str, _DecodeOnce] = OrderedDict()
+_SHARED_MAX = 2
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_decoder(path: str, token: str) -> _DecodeOnce:
+    """The process-wide decoder of an image file (unpickling target of :class:`_DecodeOnce`)."""
+    with _SHARED_LOCK:
+        src = _SHARED.get(token)
+        if src is None:
+            src = _SHARED[token] = _DecodeOnce(path)
+        _SHARED.move_to_end(token)
+        while len(_SHARED) > _SHARED_MAX:
+            _SHARED.popitem(last=False)
+    return src
 
 
 def _open(path: str):
@@ -89,7 +112,16 @@ def _check_complete(path: str) -> None:
         )
 
 
+#: rows copied out of the decoded image at a time (bounds the transient copy)
+_STRIP = 512
+
+
 def _decode(path: str) -> np.ndarray:
+    """Decode an image file into a C-contiguous ``(3, y, x)`` uint8 array.
+
+    Rows are copied out of the decoder strip by strip: peak memory is the decoder's buffer plus the
+    result (``np.asarray`` on a whole PIL image would add a third full copy, via ``tobytes``).
+    """
     from PIL import Image
 
     old = Image.MAX_IMAGE_PIXELS
@@ -102,7 +134,11 @@ def _decode(path: str) -> np.ndarray:
                 raise InputError(f"Image file {path!r} is corrupted or truncated ({e}).") from None
             if im.mode != "RGB":
                 im = im.convert("RGB")
-            arr = np.asarray(im)
+            w, h = im.size
+            arr = np.empty((3, h, w), np.uint8)
+            for y in range(0, h, _STRIP):
+                y1 = min(y + _STRIP, h)
+                arr[:, y:y1] = np.asarray(im.crop((0, y, w, y1))).transpose(2, 0, 1)
     finally:
         Image.MAX_IMAGE_PIXELS = old
     return arr
@@ -132,8 +168,6 @@ def lazy_image(path: str | os.PathLike, *, chunks: int = CHUNK):
     import dask.array as da
 
     src = _DecodeOnce(path)
-    st = os.stat(src.path)
-    token = hashlib.sha1(f"{os.path.abspath(src.path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     return da.from_array(
-        src, chunks=(3, chunks, chunks), name=f"stfuse-image-{token}", meta=np.empty((0, 0, 0), np.uint8)
+        src, chunks=(3, chunks, chunks), name=f"stfuse-image-{src.token}", meta=np.empty((0, 0, 0), np.uint8)
     )
