@@ -38,15 +38,12 @@ def main(sizes: tuple[int, ...] = (5_000, 50_000)) -> None:
         Xt, imgt, nbt, _ = _section(n, 1)
         for use_image in (True, False):
             model = SpaCRD(n_genes=X.shape[1], n_image=img.shape[1], use_image=use_image, device="cpu")
-
-            def fit(model=model, use_image=use_image):
-                return model.fit(X, img if use_image else None, nb, y, epochs=EPOCHS, pretrain_epochs=1,
-                                 patience=None)
-
-            t_fit, m_fit, _ = measure(fit)
+            train_in = (X, img if use_image else None, nb, y)
+            score_in = (Xt, imgt if use_image else None, nbt)
+            t_fit, m_fit, _ = measure(lambda model=model, a=train_in: model.fit(*a, epochs=EPOCHS, pretrain_epochs=1,
+                                                                               patience=None))
             n_ep = EPOCHS + (1 if use_image else 0)
-            t_pred, m_pred, scores = measure(lambda model=model, use_image=use_image:
-                                             model.predict(Xt, imgt if use_image else None, nbt))
+            t_pred, m_pred, scores = measure(lambda model=model, a=score_in: model.predict(*a))
             rows.append({"spots": n, "image": "yes" if use_image else "no",
                          "train s/epoch": t_fit / n_ep, "train peak MiB": m_fit,
                          "score s": t_pred, "score peak MiB": m_pred, "output MiB": scores.nbytes / 2**20})

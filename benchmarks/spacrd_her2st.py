@@ -135,7 +135,7 @@ def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
             res = []
             for seed in seeds:
                 kw = {"use_image": use_image, "encoder": encoder} | ({"epochs": epochs} if epochs else {})
-                m, uns, dt = _run(refs, data[held], CLUSTER_KEY, seed, **kw)
+                m, _, dt = _run(refs, data[held], CLUSTER_KEY, seed, **kw)
                 res.append(m)
                 print(f"{held} image={use_image} seed {seed}: {m} ({dt:.0f} s)", flush=True)
             row = {"train": "+".join(train), "target": held, "image branch": "yes" if use_image else "no"}

@@ -107,7 +107,7 @@ def test_model_fit_predict_save_load_round_trip(tmp_path):
 
 
 def test_model_fit_is_deterministic_and_validates():
-    X, img, nb, y = _arrays()
+    X, _, nb, y = _arrays()
 
     def run(seed):
         m = SpaCRD(n_genes=12, n_image=0, use_image=False, device="cpu", random_state=seed, **TINY)
@@ -203,7 +203,7 @@ def test_spacrd_tool_bad_input(sections):
 
 
 def test_spacrd_tool_labels_from_values_and_missing(sections):
-    ref, tgt = sections
+    _, tgt = sections
     r = sf.datasets.toy(n_spots=300, seed=0)
     reg = _table(r).obs["region"].astype(object).to_numpy()
     reg[:30] = None  # unlabelled spots: neighbours only
@@ -247,3 +247,30 @@ def test_spacrd_tool_with_images_and_ablations(image_sections):
             if k != "schedule":
                 assert u["params"][k] is v
     assert "abl" not in _table(tgt).obs
+
+
+# --- the plot ----------------------------------------------------------------------------------
+def test_pl_spacrd(sections, tmp_path):
+    import matplotlib.pyplot as plt
+
+    ref, _ = sections
+    tgt = sf.datasets.toy(n_spots=300, seed=1)
+    sf.tl.spacrd(tgt, ref, use_image=False, **FAST)
+    fig = sf.pl.spacrd(tgt, truth="cancer", save=tmp_path / "s.png")
+    titles = [a.get_title() for a in fig.axes if a.get_title()]
+    assert titles[0].startswith("SpaCRD score\nAUC") and titles[1] == "cancer (truth)"
+    assert titles[2].startswith("scores (GMM")
+    assert (tmp_path / "s.png").stat().st_size > 0
+    thr = _table(tgt).uns["spacrd"]["threshold"]["threshold"]
+    hist = fig.axes[2]
+    assert any(np.allclose(line.get_xdata(), thr) for line in hist.get_lines())  # the threshold line
+    u = _table(tgt).obs["spacrd_score"].to_numpy()
+    if u.min() < thr < u.max():  # the contour is drawn on the score map
+        assert any(type(c).__name__ in ("QuadContourSet", "TriContourSet", "LineCollection", "ContourSet")
+                   for c in fig.axes[0].collections[1:])
+    _, axes = plt.subplots(1, 2)
+    out = sf.pl.spacrd(tgt, ax=list(axes))
+    assert list(out) == list(axes)
+    with pytest.raises(sf.KeyNotFoundError, match=r"sf\.tl\.spacrd"):
+        sf.pl.spacrd(tgt, key="nope")
+    plt.close("all")

@@ -524,7 +524,7 @@ def _split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np
     val = []
     for cls in (0, 1):
         idx = np.flatnonzero(y == cls)
-        k = int(round(fraction * len(idx)))
+        k = round(fraction * len(idx))
         if k and len(idx) - k >= 1:
             val.append(rng.choice(idx, size=k, replace=False))
     val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, np.int64)
