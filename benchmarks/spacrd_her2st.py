@@ -127,6 +127,8 @@ def lopo(seeds: list[int], sections: list[str], epochs: int | None) -> None:
 def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
     secs = ("C2", "C3", "C4", "C5", "C6", "B4")
     data = {s: _read(s, image=True) for s in secs}
+    for sd in data.values():  # embed once; sf.tl.spacrd reuses the cached obsm embedding of every section
+        sf.im.embed(sd, encoder)
     splits = [(["C2", "C3", "C4", "C5", "B4"], "C6"), (["C2", "C3", "C4", "C5", "C6"], "B4")]
     rows = []
     for train, held in splits:

@@ -210,6 +210,12 @@ def test_spacrd_tool_labels_from_values_and_missing(sections):
     _table(r).obs["region"] = reg
     out = sf.tl.spacrd(tgt, r, label_key="region", positive=["B", "C"], use_image=False, copy=True, **FAST)
     assert _table(out).uns["spacrd"]["params"]["label_key"] == "region"
+    # AnnData in, AnnData out (obsm["spatial"] only; no image needed for expression only)
+    a_ref, a_tgt = _table(r).copy(), _table(tgt).copy()
+    for a in (a_ref, a_tgt):
+        del a.uns["spatialdata_attrs"]
+    sf.tl.spacrd(a_tgt, [a_ref], label_key="region", positive=["B", "C"], use_image=False, **FAST)
+    np.testing.assert_array_equal(a_tgt.obs["spacrd_score"].to_numpy(), _table(out).obs["spacrd_score"].to_numpy())
 
 
 @pytest.fixture(scope="module")
