@@ -135,6 +135,11 @@ def test_batches_are_contiguous_and_cover_every_spot():
     tokens = sf.nn.neighbourhood_tokens(torch.from_numpy(nb)).numpy()
     chunk = order[:64]
     assert len(np.unique(tokens[chunk])) < 2.5 * 64  # random 64 spots would need ~6 x 64
+    m = SpaCRD(n_genes=3, n_image=0, use_image=False, device="cpu", **TINY)
+    batches = list(m._batches(np.arange(400), 128, g, torch.Generator().manual_seed(0)))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(400))
+    used = [len(np.unique(tokens[b])) for b in batches if len(b) == 128]
+    assert max(used) < 3.5 * 128  # patches of 16 contiguous spots
     del rng
 
 

@@ -331,24 +331,28 @@ class SpaCRD(BaseModel):
 
     def _batches(self, centres: np.ndarray, batch_size: int, graph: sparse.csr_matrix,
                  gen: torch.Generator | None) -> Iterator[np.ndarray]:
-        """Spatially contiguous batches: ``centres`` in breadth-first order over the neighbour graph.
+        """Batches of ``centres`` made of small spatially contiguous patches.
 
-        A batch then holds most of its spots' neighbours, so each step encodes about twice the batch
-        instead of ``1 + k`` times it. With ``gen``, components and start spots are drawn at random
-        each epoch and the batches shuffled.
+        The spots are put in breadth-first order over the neighbour graph and cut into patches of
+        ``max(8, batch_size // 8)`` spots, so a patch holds most of its spots' neighbours and a step
+        encodes about twice the batch instead of ``1 + k`` times it. For training (``gen`` given), the
+        patches are shuffled and each batch gathers patches from random places of random sections, so
+        BatchNorm statistics and InfoNCE negatives are not those of one tissue region. Without
+        ``gen`` (validation), batches are consecutive in breadth-first order.
         """
         order = _bfs_order(graph, gen)
         keep = np.zeros(graph.shape[0], bool)
         keep[centres] = True
         order = order[keep[order]]
+        if gen is not None:
+            patch = max(8, batch_size // 8)
+            patches = [order[a : a + patch] for a in range(0, len(order), patch)]
+            order = np.concatenate([patches[i] for i in torch.randperm(len(patches), generator=gen).tolist()])
         n_full = len(order) // batch_size
         ends = [(b + 1) * batch_size for b in range(n_full)]
         if len(order) - n_full * batch_size >= 2 or not ends:  # BatchNorm needs two rows
             ends.append(len(order))
-        chunks = [order[a:b] for a, b in zip([0, *ends[:-1]], ends)]
-        if gen is not None:
-            chunks = [chunks[i] for i in torch.randperm(len(chunks), generator=gen).tolist()]
-        yield from chunks
+        yield from (order[a:b] for a, b in zip([0, *ends[:-1]], ends))
 
     # --- training ------------------------------------------------------------------------------
     def fit(self, genes: Any, image: Any, neighbours: Any, labels: Any, *, epochs: int = 100,
