@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,54 +73,86 @@ def _metrics(truth: np.ndarray, ok: np.ndarray, scores: np.ndarray, calls: np.nd
     return sf.metrics.classification(truth, scores[ok], pred=calls[ok])
 
 
-def _run(refs: list[Any], target: Any, key: str, seed: int, **kw: Any) -> tuple[dict[str, float], Any, float]:
+def _run(refs: list[Any], target: Any, key: str, seed: int, **kw: Any) -> tuple[dict[str, float], Any, float, Any]:
     t0 = time.perf_counter()
     out = sf.tl.spacrd(target, refs, label_key=key, positive=True, random_state=seed, device="cpu", copy=True, **kw)
     dt = time.perf_counter() - t0
     tab = out.tables["table"]
     truth, ok = _truth(target, key)
     m = _metrics(truth, ok, tab.obs["spacrd_score"].to_numpy(), (tab.obs["spacrd"] == "cancer").to_numpy())
-    return m, tab.uns["spacrd"], dt
+    return m, tab.uns["spacrd"], dt, tab
 
 
-def lopo(seeds: list[int], sections: list[str], epochs: int | None) -> None:
+def _summary(results: dict[str, dict[int, dict[str, float]]], lr: dict[str, dict[str, float]], seeds: list[int],
+             spots: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    """Rows per section (SpaCRD mean ± sd over seeds, LR) and a mean row (± sd over seeds of the mean)."""
+    def fmt(vals: list[float]) -> str:
+        return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+
+    rows = []
+    for sec, res in results.items():
+        row = {"section": sec, "spots": spots[sec][0], "cancer": spots[sec][1]}
+        row |= {f"SpaCRD {k}": fmt([res[s][k] for s in seeds]) for k in ("auc", "ap", "f1")}
+        row |= {f"LR {k}": f"{lr[sec][k]:.3f}" for k in ("auc", "ap", "f1")}
+        rows.append(row)
+    mean = {"section": "mean", "spots": sum(v[0] for v in spots.values()), "cancer": sum(v[1] for v in spots.values())}
+    mean |= {f"SpaCRD {k}": fmt([float(np.mean([results[sec][s][k] for sec in results])) for s in seeds])
+             for k in ("auc", "ap", "f1")}
+    mean |= {f"LR {k}": f"{np.mean([lr[sec][k] for sec in lr]):.3f}" for k in ("auc", "ap", "f1")}
+    return [*rows, mean]
+
+
+def lopo(seeds: list[int], sections: list[str], epochs: int | None, undetermined: str) -> None:
+    import pandas as pd
+
     data = {s: _read(s, image=False) for s in sections}
+    key = "cancer"
+    if undetermined == "unlabelled":  # train without the spots the pathologist left undetermined
+        key = "cancer_determined"
+        for sd in data.values():
+            obs = sd.tables["table"].obs
+            obs[key] = np.where(obs["label"].astype(str) == "undetermined", None, obs["cancer"].to_numpy()).astype(object)
     kw = {"use_image": False} | ({"epochs": epochs} if epochs else {})
-    rows, per_seed = [], {s: [] for s in seeds}
+    out_dir = Path(__file__).parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    evals = {"all": {}, "determined": {}}  # all spots (undetermined = normal) / undetermined spots left out
+    lr_evals: dict[str, dict[str, dict[str, float]]] = {"all": {}, "determined": {}}
+    spots: dict[str, dict[str, tuple[int, int]]] = {"all": {}, "determined": {}}
     for held in sections:
         refs = [data[s] for s in sections if s != held]
-        truth, ok = _truth(data[held], "cancer")
-        res = {}
+        obs = data[held].tables["table"].obs
+        truth = obs["cancer"].to_numpy(bool)
+        masks = {"all": np.ones(len(obs), bool), "determined": obs["label"].astype(str).to_numpy() != "undetermined"}
+        frame = pd.DataFrame({"label": obs["label"].astype(str).to_numpy(), "cancer": truth}, index=obs.index)
+        for name, mask in masks.items():
+            evals[name][held] = {}
+            spots[name][held] = (int(mask.sum()), int(truth[mask].sum()))
         for seed in seeds:
-            m, uns, dt = _run(refs, data[held], "cancer", seed, **kw)
-            res[seed] = m
-            per_seed[seed].append(m)
-            print(f"{held} seed {seed}: {m} ({dt:.0f} s, {len(uns['history']['loss'])} epochs, "
+            _, uns, dt, tab = _run(refs, data[held], key, seed, **kw)
+            score = tab.obs["spacrd_score"].to_numpy()
+            call = (tab.obs["spacrd"] == "cancer").to_numpy()
+            frame[f"spacrd_score_{seed}"], frame[f"spacrd_call_{seed}"] = score, call
+            for name, mask in masks.items():
+                evals[name][held][seed] = sf.metrics.classification(truth[mask], score[mask], pred=call[mask])
+            print(f"{held} seed {seed}: {evals['all'][held][seed]} ({dt:.0f} s, {len(uns['history']['loss'])} epochs, "
                   f"threshold {uns['threshold']['method']})", flush=True)
-        genes = list(uns["genes"])
-        lr = _baseline(refs, data[held], genes, "cancer", 0)
-        thr = gmm_threshold(lr)
-        lm = _metrics(truth, ok, lr, lr >= thr.threshold)
-        row = {"section": held, "spots": int(ok.sum()), "cancer": int(truth.sum())}
-        for k in ("auc", "ap", "f1"):
-            vals = [res[s][k] for s in seeds]
-            row[f"SpaCRD {k}"] = f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(seeds) > 1 else f"{vals[0]:.3f}"
-        row |= {"LR auc": f"{lm['auc']:.3f}", "LR ap": f"{lm['ap']:.3f}", "LR f1": f"{lm['f1']:.3f}"}
-        rows.append(row)
-        print(row, flush=True)
-    mean = {"section": "mean", "spots": sum(r["spots"] for r in rows), "cancer": sum(r["cancer"] for r in rows)}
-    for k in ("auc", "ap", "f1"):
-        seed_means = [np.mean([m[k] for m in per_seed[s]]) for s in seeds]
-        mean[f"SpaCRD {k}"] = (f"{np.mean(seed_means):.3f} ± {np.std(seed_means):.3f}" if len(seeds) > 1
-                               else f"{seed_means[0]:.3f}")
-    for k in ("auc", "ap", "f1"):
-        mean[f"LR {k}"] = f"{np.mean([float(r[f'LR {k}']) for r in rows]):.3f}"
-    rows.append(mean)
-    body = (f"Leave-one-patient-out, expression only (use_image=False), SpaCRD defaults "
-            f"({'epochs=' + str(epochs) if epochs else 'default epochs'}), seeds {seeds} "
-            "(SpaCRD: mean ± sd over seeds; mean row: mean over sections, ± sd over seeds of that mean). "
-            "LR = sklearn LogisticRegression on the same genes and preparation. F1 at the GMM threshold of "
-            "the target's scores for both.\n\n" + table(rows))
+        lr = _baseline(refs, data[held], list(uns["genes"]), key, 0)
+        lr_call = lr >= gmm_threshold(lr).threshold
+        frame["lr_score"], frame["lr_call"] = lr, lr_call
+        for name, mask in masks.items():
+            lr_evals[name][held] = sf.metrics.classification(truth[mask], lr[mask], pred=lr_call[mask])
+        print(f"{held} LR: {lr_evals['all'][held]}", flush=True)
+        frame.to_csv(out_dir / f"spacrd_lopo_{held}_{undetermined}.csv")
+    setting = (f"expression only (use_image=False), SpaCRD defaults ({'epochs=' + str(epochs) if epochs else 'default epochs'}), "
+               f"training labels: undetermined spots {'unlabelled' if undetermined == 'unlabelled' else 'normal'}, "
+               f"seeds {seeds}")
+    body = (f"Leave-one-patient-out, {setting}. SpaCRD: mean ± sd over seeds; mean row: mean over sections, ± sd over "
+            "seeds of that mean. LR = sklearn LogisticRegression on the same genes and preparation, trained on the "
+            "same labels. F1 at the GMM threshold of the target's scores for both (no peeking at the labels).\n\n"
+            "All spots scored (cancer = invasive cancer or cancer in situ; every other label, undetermined included, "
+            "= normal):\n\n" + table(_summary(evals["all"], lr_evals["all"], seeds, spots["all"]))
+            + "\n\nSpots labelled undetermined left out of the evaluation (as in the ARI protocol on these data):\n\n"
+            + table(_summary(evals["determined"], lr_evals["determined"], seeds, spots["determined"])))
     append_results("SpaCRD: HER2ST leave-one-patient-out (7 pathologist-labelled sections)", body,
                    "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo " + " ".join(sys.argv[2:]))
 
@@ -137,7 +170,7 @@ def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
             res = []
             for seed in seeds:
                 kw = {"use_image": use_image, "encoder": encoder} | ({"epochs": epochs} if epochs else {})
-                m, _, dt = _run(refs, data[held], CLUSTER_KEY, seed, **kw)
+                m, _, dt, _ = _run(refs, data[held], CLUSTER_KEY, seed, **kw)
                 res.append(m)
                 print(f"{held} image={use_image} seed {seed}: {m} ({dt:.0f} s)", flush=True)
             row = {"train": "+".join(train), "target": held, "image branch": "yes" if use_image else "no"}
@@ -159,10 +192,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sections", nargs="+", default=list(LABELLED))
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--encoder", default="histospace")
+    p.add_argument("--undetermined", choices=["normal", "unlabelled"], default="normal",
+                   help="training labels of spots the pathologist marked undetermined (lopo)")
     a = p.parse_args(argv)
     sf.settings.verbosity = 1
     if a.mode == "lopo":
-        lopo(a.seeds, a.sections, a.epochs)
+        lopo(a.seeds, a.sections, a.epochs, a.undetermined)
     else:
         images(a.seeds, a.epochs, a.encoder)
 
