@@ -5,6 +5,8 @@
            in situ (``obs["cancer"]``). SpaCRD with its defaults, over several seeds, next to a
            logistic-regression baseline on the same genes and the same preparation. F1 uses the GMM
            threshold on the target's scores for both methods (never the true class balance).
+``summary`` the ``lopo`` report from the per-spot scores that ``lopo --held ...`` runs saved (folds run in
+           parallel processes).
 ``images`` train on C2–C5 + B4, score C6; train on C2–C6, score B4 (author-cluster labels: cancer when the
            cluster name starts with "cancer"; spots without a cluster are unlabelled and not scored), with
            and without the image branch.
@@ -102,47 +104,26 @@ def _summary(results: dict[str, dict[int, dict[str, float]]], lr: dict[str, dict
     return [*rows, mean]
 
 
-def lopo(seeds: list[int], sections: list[str], epochs: int | None, undetermined: str) -> None:
-    import pandas as pd
+def _csv(held: str, undetermined: str, epochs: int | None) -> Path:
+    return Path(__file__).parent / "results" / f"spacrd_lopo_{held}_{undetermined}_e{epochs or 'default'}.csv"
 
-    data = {s: _read(s, image=False) for s in sections}
-    key = "cancer"
-    if undetermined == "unlabelled":  # train without the spots the pathologist left undetermined
-        key = "cancer_determined"
-        for sd in data.values():
-            obs = sd.tables["table"].obs
-            obs[key] = np.where(obs["label"].astype(str) == "undetermined", None, obs["cancer"].to_numpy()).astype(object)
-    kw = {"use_image": False} | ({"epochs": epochs} if epochs else {})
-    out_dir = Path(__file__).parent / "results"
-    out_dir.mkdir(exist_ok=True)
-    evals = {"all": {}, "determined": {}}  # all spots (undetermined = normal) / undetermined spots left out
+
+def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undetermined: str, command: str) -> None:
+    """Metrics of the saved per-spot scores of every fold -> RESULTS.md (the same code for a run and ``summary``)."""
+    evals: dict[str, dict[str, dict[int, dict[str, float]]]] = {"all": {}, "determined": {}}
     lr_evals: dict[str, dict[str, dict[str, float]]] = {"all": {}, "determined": {}}
     spots: dict[str, dict[str, tuple[int, int]]] = {"all": {}, "determined": {}}
-    for held in sections:
-        refs = [data[s] for s in sections if s != held]
-        obs = data[held].tables["table"].obs
-        truth = obs["cancer"].to_numpy(bool)
-        masks = {"all": np.ones(len(obs), bool), "determined": obs["label"].astype(str).to_numpy() != "undetermined"}
-        frame = pd.DataFrame({"label": obs["label"].astype(str).to_numpy(), "cancer": truth}, index=obs.index)
+    for held, frame in frames.items():
+        truth = frame["cancer"].to_numpy(bool)
+        # all spots (undetermined = normal) / the spots the pathologist left undetermined left out
+        masks = {"all": np.ones(len(frame), bool), "determined": frame["label"].astype(str).to_numpy() != "undetermined"}
         for name, mask in masks.items():
-            evals[name][held] = {}
             spots[name][held] = (int(mask.sum()), int(truth[mask].sum()))
-        for seed in seeds:
-            _, uns, dt, tab = _run(refs, data[held], key, seed, **kw)
-            score = tab.obs["spacrd_score"].to_numpy()
-            call = (tab.obs["spacrd"] == "cancer").to_numpy()
-            frame[f"spacrd_score_{seed}"], frame[f"spacrd_call_{seed}"] = score, call
-            for name, mask in masks.items():
-                evals[name][held][seed] = sf.metrics.classification(truth[mask], score[mask], pred=call[mask])
-            print(f"{held} seed {seed}: {evals['all'][held][seed]} ({dt:.0f} s, {len(uns['history']['loss'])} epochs, "
-                  f"threshold {uns['threshold']['method']})", flush=True)
-        lr = _baseline(refs, data[held], list(uns["genes"]), key, 0)
-        lr_call = lr >= gmm_threshold(lr).threshold
-        frame["lr_score"], frame["lr_call"] = lr, lr_call
-        for name, mask in masks.items():
-            lr_evals[name][held] = sf.metrics.classification(truth[mask], lr[mask], pred=lr_call[mask])
-        print(f"{held} LR: {lr_evals['all'][held]}", flush=True)
-        frame.to_csv(out_dir / f"spacrd_lopo_{held}_{undetermined}.csv")
+            evals[name][held] = {seed: sf.metrics.classification(truth[mask], frame[f"spacrd_score_{seed}"].to_numpy()[mask],
+                                                                 pred=frame[f"spacrd_call_{seed}"].to_numpy(bool)[mask])
+                                 for seed in seeds}
+            lr_evals[name][held] = sf.metrics.classification(truth[mask], frame["lr_score"].to_numpy()[mask],
+                                                             pred=frame["lr_call"].to_numpy(bool)[mask])
     setting = (f"expression only (use_image=False), SpaCRD defaults ({'epochs=' + str(epochs) if epochs else 'default epochs'}), "
                f"training labels: undetermined spots {'unlabelled' if undetermined == 'unlabelled' else 'normal'}, "
                f"seeds {seeds}")
@@ -153,8 +134,54 @@ def lopo(seeds: list[int], sections: list[str], epochs: int | None, undetermined
             "= normal):\n\n" + table(_summary(evals["all"], lr_evals["all"], seeds, spots["all"]))
             + "\n\nSpots labelled undetermined left out of the evaluation (as in the ARI protocol on these data):\n\n"
             + table(_summary(evals["determined"], lr_evals["determined"], seeds, spots["determined"])))
-    append_results("SpaCRD: HER2ST leave-one-patient-out (7 pathologist-labelled sections)", body,
-                   "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo " + " ".join(sys.argv[2:]))
+    append_results("SpaCRD: HER2ST leave-one-patient-out (7 pathologist-labelled sections)", body, command)
+
+
+def lopo(seeds: list[int], sections: list[str], held_out: list[str], epochs: int | None, undetermined: str) -> None:
+    import pandas as pd
+
+    data = {s: _read(s, image=False) for s in sections}
+    key = "cancer"
+    if undetermined == "unlabelled":  # train without the spots the pathologist left undetermined
+        key = "cancer_determined"
+        for sd in data.values():
+            obs = sd.tables["table"].obs
+            obs[key] = np.where(obs["label"].astype(str) == "undetermined", None, obs["cancer"].to_numpy()).astype(object)
+    kw = {"use_image": False} | ({"epochs": epochs} if epochs else {})
+    frames = {}
+    for held in held_out:
+        refs = [data[s] for s in sections if s != held]
+        obs = data[held].tables["table"].obs
+        frame = pd.DataFrame({"label": obs["label"].astype(str).to_numpy(), "cancer": obs["cancer"].to_numpy(bool)},
+                             index=obs.index)
+        for seed in seeds:
+            m, uns, dt, tab = _run(refs, data[held], key, seed, **kw)
+            frame[f"spacrd_score_{seed}"] = tab.obs["spacrd_score"].to_numpy()
+            frame[f"spacrd_call_{seed}"] = (tab.obs["spacrd"] == "cancer").to_numpy()
+            print(f"{held} seed {seed}: {m} ({dt:.0f} s, {len(uns['history']['loss'])} epochs, "
+                  f"threshold {uns['threshold']['method']})", flush=True)
+        lr = _baseline(refs, data[held], list(uns["genes"]), key, 0)
+        frame["lr_score"], frame["lr_call"] = lr, lr >= gmm_threshold(lr).threshold
+        print(f"{held} LR: {sf.metrics.classification(frame['cancer'], lr, pred=frame['lr_call'])}", flush=True)
+        _csv(held, undetermined, epochs).parent.mkdir(exist_ok=True)
+        frame.to_csv(_csv(held, undetermined, epochs))
+        frames[held] = frame
+    if set(held_out) == set(sections):
+        _report(frames, seeds, epochs, undetermined,
+                "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo " + " ".join(sys.argv[2:]))
+
+
+def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermined: str) -> None:
+    """Report folds run in separate processes (``lopo --held ...``) from their saved per-spot CSVs."""
+    import pandas as pd
+
+    missing = [s for s in sections if not _csv(s, undetermined, epochs).is_file()]
+    if missing:
+        raise SystemExit(f"no saved scores for folds {missing}: run lopo --held {' '.join(missing)} first")
+    frames = {s: pd.read_csv(_csv(s, undetermined, epochs), index_col=0) for s in sections}
+    _report(frames, seeds, epochs, undetermined,
+            "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo --held <folds> "
+            + " ".join(sys.argv[2:]) + " (folds in parallel processes), then the same with `summary`")
 
 
 def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
@@ -187,9 +214,10 @@ def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["lopo", "images"])
+    p.add_argument("mode", choices=["lopo", "images", "summary"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sections", nargs="+", default=list(LABELLED))
+    p.add_argument("--held", nargs="+", default=None, help="lopo: the folds (held-out sections) to run; default all")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--encoder", default="histospace")
     p.add_argument("--undetermined", choices=["normal", "unlabelled"], default="normal",
@@ -197,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     sf.settings.verbosity = 1
     if a.mode == "lopo":
-        lopo(a.seeds, a.sections, a.epochs, a.undetermined)
+        lopo(a.seeds, a.sections, a.held or a.sections, a.epochs, a.undetermined)
+    elif a.mode == "summary":
+        summary(a.seeds, a.sections, a.epochs, a.undetermined)
     else:
         images(a.seeds, a.epochs, a.encoder)
 

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,6 +182,16 @@ def test_spacrd_tool_reuses_a_saved_model(sections, tmp_path):
     np.testing.assert_array_equal(_table(again).obs["spacrd_score"].to_numpy(),
                                   _table(out).obs["spacrd_score"].to_numpy())
     assert _table(again).uns["spacrd"]["params"]["reused_model"] is True
+    # a fresh Python process loads the saved model and gives the same scores on the same section
+    script = (
+        "import sys, numpy as np, stfuse as sf\n"
+        "tgt = sf.datasets.toy(n_spots=300, seed=1)\n"
+        "sf.tl.spacrd(tgt, model=sf.models.SpaCRD.load(sys.argv[1], device='cpu'), device='cpu')\n"
+        "np.save(sys.argv[2], tgt.tables['table'].obs['spacrd_score'].to_numpy())\n"
+    )
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(sf.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "m"), str(tmp_path / "s.npy")], check=True, env=env)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), _table(out).obs["spacrd_score"].to_numpy())
     # a target without the model's genes
     other = sf.datasets.toy(n_spots=100, seed=3)
     t = _table(other)
