@@ -184,7 +184,7 @@ def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermi
             + " ".join(sys.argv[2:]) + " (folds in parallel processes), then the same with `summary`")
 
 
-def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
+def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, encoder: str) -> None:
     secs = ("C2", "C3", "C4", "C5", "C6", "B4")
     data = {s: _read(s, image=True) for s in secs}
     for sd in data.values():  # embed once; sf.tl.spacrd reuses the cached obsm embedding of every section
@@ -196,7 +196,8 @@ def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
         for use_image in (True, False):
             res = []
             for seed in seeds:
-                kw = {"use_image": use_image, "encoder": encoder} | ({"epochs": epochs} if epochs else {})
+                kw = ({"use_image": use_image, "encoder": encoder} | ({"epochs": epochs} if epochs else {})
+                      | ({"pretrain_epochs": pretrain_epochs} if pretrain_epochs is not None else {}))
                 m, _, dt, _ = _run(refs, data[held], CLUSTER_KEY, seed, **kw)
                 res.append(m)
                 print(f"{held} image={use_image} seed {seed}: {m} ({dt:.0f} s)", flush=True)
@@ -207,7 +208,7 @@ def images(seeds: list[int], epochs: int | None, encoder: str) -> None:
             rows.append(row)
             print(row, flush=True)
     body = (f"Cluster-derived labels (cancer = author cluster named 'cancer…'; spots without a cluster unscored), "
-            f"encoder={encoder!r}, seeds {seeds} (mean ± sd). F1 at the GMM threshold.\n\n" + table(rows))
+            f"encoder={encoder!r}, epochs={epochs or 'default'}, pretrain_epochs={'default' if pretrain_epochs is None else pretrain_epochs}, seeds {seeds} (mean ± sd). F1 at the GMM threshold.\n\n" + table(rows))
     append_results("SpaCRD: HER2ST with images (C2–C6, B4)", body,
                    "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st images " + " ".join(sys.argv[2:]))
 
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sections", nargs="+", default=list(LABELLED))
     p.add_argument("--held", nargs="+", default=None, help="lopo: the folds (held-out sections) to run; default all")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="images: alignment pre-training epochs")
     p.add_argument("--encoder", default="histospace")
     p.add_argument("--undetermined", choices=["normal", "unlabelled"], default="normal",
                    help="training labels of spots the pathologist marked undetermined (lopo)")
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.mode == "summary":
         summary(a.seeds, a.sections, a.epochs, a.undetermined)
     else:
-        images(a.seeds, a.epochs, a.encoder)
+        images(a.seeds, a.epochs, a.pretrain_epochs, a.encoder)
 
 
 if __name__ == "__main__":
