@@ -127,7 +127,7 @@ def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undete
     setting = (f"expression only (use_image=False), SpaCRD defaults ({'epochs=' + str(epochs) if epochs else 'default epochs'}), "
                f"training labels: undetermined spots {'unlabelled' if undetermined == 'unlabelled' else 'normal'}, "
                f"seeds {seeds}")
-    body = (f"Leave-one-patient-out, {setting}. SpaCRD: mean ± sd over seeds; mean row: mean over sections, ± sd over "
+    body = (f"Leave-one-patient-out, {setting}. Folds (held-out sections) reported: {', '.join(frames)}. SpaCRD: mean ± sd over seeds; mean row: mean over sections, ± sd over "
             "seeds of that mean. LR = sklearn LogisticRegression on the same genes and preparation, trained on the "
             "same labels. F1 at the GMM threshold of the target's scores for both (no peeking at the labels).\n\n"
             "All spots scored (cancer = invasive cancer or cancer in situ; every other label, undetermined included, "
