@@ -78,6 +78,8 @@ class Spots:
     shapes_key: str | None = None
     image_key: str | None = None
     library_id: str | None = None
+    unplaced_images: tuple[str, ...] = ()
+    """Images of the SpatialData that share no coordinate system with the spots (so were not used)."""
 
     # --- geometry ------------------------------------------------------------------------------
     @property
@@ -96,6 +98,13 @@ class Spots:
     def require_image(self, what: str, *, fix: str) -> None:
         """Raise :class:`InputError` when there is no image; ``what`` needs one, ``fix`` says what to do."""
         if not self.has_image:
+            if self.unplaced_images:
+                raise InputError(
+                    f"{what} needs an H&E image, but the image(s) {list(self.unplaced_images)} share no coordinate "
+                    f"system with the spots {self.name!r}, so stfuse cannot place the spots on them. Add a "
+                    "transformation with spatialdata.transformations.set_transformation(image, ..., "
+                    "to_coordinate_system=<the spots' coordinate system>)."
+                )
             raise InputError(f"{what} needs an H&E image, but section {self.name!r} has none. {fix}")
 
     def spacing(self) -> float:
@@ -215,6 +224,12 @@ def get_spots(
         )
     if spots.n_obs == 0:
         raise InputError(f"The table of section {spots.name!r} has no spots (0 rows).")
+    if spots.table.obs_names.has_duplicates:
+        dup = spots.table.obs_names[spots.table.obs_names.duplicated()].unique()[:3].tolist()
+        raise InputError(
+            f"The table of section {spots.name!r} has duplicated spot names (e.g. {dup}); results are written per "
+            "spot, so names must be unique: table.obs_names_make_unique() or fix the spot ids."
+        )
     if not np.all(np.isfinite(spots.centers)):
         raise InputError(
             f"{int((~np.isfinite(spots.centers)).any(axis=1).sum())} spot centres of section {spots.name!r} "
@@ -327,9 +342,10 @@ def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: 
     meta = table.uns.get(K.META, {}).get(shapes_key, {}) if isinstance(table.uns.get(K.META), Mapping) else {}
     diam_um = meta.get("spot_diameter_um") if isinstance(meta, Mapping) else None
     mpp = float(diam_um) / diameter if diam_um and diameter > 0 else None
+    unplaced = () if image_key is not None else tuple(sdata.images.keys())
     return Spots(
         data=sdata, table=table, centers=xy, diameter=diameter, microns_per_pixel=mpp, levels=levels,
-        table_key=table_key, shapes_key=shapes_key, image_key=image_key,
+        table_key=table_key, shapes_key=shapes_key, image_key=image_key, unplaced_images=unplaced,
     )
 
 
