@@ -16,7 +16,7 @@ from .._errors import GeneMismatchError, InputError, KeyNotFoundError
 from .._spots import Spots, get_spots
 from ..gr import knn
 from ..models import SpaCRD, gmm_threshold
-from ..pp import common_genes, prepare_expression, shared_hvg
+from ..pp import check_counts, common_genes, prepare_expression, shared_hvg
 
 __all__ = ["spacrd"]
 
@@ -91,6 +91,8 @@ def spacrd(
     label_key: str = K.CANCER,
     positive: Any = True,
     table_key: str = K.TABLE,
+    shapes_key: str | None = None,
+    image_key: str | None = None,
     key_added: str = "spacrd",
     encoder: str | Callable | Any = "histospace",
     encoder_weights: str | os.PathLike | None = None,
@@ -148,6 +150,10 @@ def spacrd(
         ``["invasive cancer", "cancer in situ"]``); every other non-missing value is normal.
     %(table_key)s
         The same key is used for the references.
+    %(shapes_key)s
+        For the target (each reference's spots and image are inferred).
+    %(image_key)s
+        For the target.
     key_added
         Writes ``obs[f"{key_added}_score"]`` (cancer probability, 0..1), ``obs[key_added]``
         (categorical ``cancer``/``normal``) and ``uns[key_added]``.
@@ -236,7 +242,8 @@ def spacrd(
         raise InputError(f"val_fraction must be in [0, 0.9), got {val_fraction}.")
 
     # --- resolve every section before computing anything -------------------------------------
-    spots = get_spots(target, table_key=table_key, need_image=use_image, image_hint=_IMAGE_HINT)
+    spots = get_spots(target, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=use_image,
+                      image_hint=_IMAGE_HINT)
     tname = _section_name(spots, "target")
     ref_spots, ref_names, ref_labels = [], [], []
     for i, r in enumerate(refs):
@@ -260,7 +267,10 @@ def spacrd(
 
     # --- genes ----------------------------------------------------------------------------------
     genes: list[str] | None = None
-    if use_genes:
+    if use_genes:  # counts checked up front (NaN, negative, empty spots), not after training
+        check_counts(spots.table, layer=layer, name=f"table of the target {tname!r}")
+        for s, name in zip(ref_spots, ref_names):
+            check_counts(s.table, layer=layer, name=f"table of reference {name!r}")
         if model is not None:
             model.check_genes(spots.table.var_names, what=f"the target section {tname!r}")
             genes = list(model.genes)
