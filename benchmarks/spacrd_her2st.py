@@ -184,12 +184,14 @@ def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermi
             + " ".join(sys.argv[2:]) + " (folds in parallel processes), then the same with `summary`")
 
 
-def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, encoder: str) -> None:
+def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, encoder: str,
+           targets: list[str] | None = None) -> None:
     secs = ("C2", "C3", "C4", "C5", "C6", "B4")
     data = {s: _read(s, image=True) for s in secs}
     for sd in data.values():  # embed once; sf.tl.spacrd reuses the cached obsm embedding of every section
         sf.im.embed(sd, encoder)
     splits = [(["C2", "C3", "C4", "C5", "B4"], "C6"), (["C2", "C3", "C4", "C5", "C6"], "B4")]
+    splits = [(train, held) for train, held in splits if not targets or held in targets]
     rows = []
     for train, held in splits:
         refs = [data[s] for s in train]
@@ -222,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--pretrain-epochs", type=int, default=None, help="images: alignment pre-training epochs")
     p.add_argument("--encoder", default="histospace")
+    p.add_argument("--targets", nargs="+", choices=["C6", "B4"], default=None, help="images: the splits to run (targets)")
     p.add_argument("--undetermined", choices=["normal", "unlabelled"], default="normal",
                    help="training labels of spots the pathologist marked undetermined (lopo)")
     a = p.parse_args(argv)
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.mode == "summary":
         summary(a.seeds, a.sections, a.epochs, a.undetermined)
     else:
-        images(a.seeds, a.epochs, a.pretrain_epochs, a.encoder)
+        images(a.seeds, a.epochs, a.pretrain_epochs, a.encoder, a.targets)
 
 
 if __name__ == "__main__":
