@@ -181,7 +181,7 @@ def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermi
     frames = {s: pd.read_csv(_csv(s, undetermined, epochs), index_col=0) for s in sections}
     _report(frames, seeds, epochs, undetermined,
             "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo --held <folds> "
-            + " ".join(sys.argv[2:]) + " (folds in parallel processes), then the same with `summary`")
+            + " ".join(sys.argv[2:]) + " (folds in parallel processes), then the same options with summary")
 
 
 def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, encoder: str,
