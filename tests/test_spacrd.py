@@ -182,7 +182,7 @@ def test_spacrd_tool_reuses_a_saved_model(sections, tmp_path):
     np.testing.assert_array_equal(_table(again).obs["spacrd_score"].to_numpy(),
                                   _table(out).obs["spacrd_score"].to_numpy())
     assert _table(again).uns["spacrd"]["params"]["reused_model"] is True
-    # a fresh Python process loads the saved model and gives the same scores on the same section
+    # a fresh Python process loads the saved model and scores the same section
     script = (
         "import sys, numpy as np, stfuse as sf\n"
         "tgt = sf.datasets.toy(n_spots=300, seed=1)\n"
@@ -191,7 +191,10 @@ def test_spacrd_tool_reuses_a_saved_model(sections, tmp_path):
     )
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(sf.__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "m"), str(tmp_path / "s.npy")], check=True, env=env)
-    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), _table(out).obs["spacrd_score"].to_numpy())
+    # same scores up to float32 rounding: another process may reduce the matrix products in another order
+    # (thread count, memory alignment), which moves the last bits
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), _table(out).obs["spacrd_score"].to_numpy(), rtol=1e-5,
+                               atol=1e-7)
     # a target without the model's genes
     other = sf.datasets.toy(n_spots=100, seed=3)
     t = _table(other)
