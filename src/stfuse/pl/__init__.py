@@ -5,7 +5,8 @@ axes it drew into; ``save=path`` writes the figure. Spots are circles of their t
 full-resolution image pixels, over an image level chosen for the figure size (``level=`` to choose).
 """
 
+from ._spacrd import spacrd
 from ._spatial import compare, spots
 from ._stmic import stmic
 
-__all__ = ["compare", "spots", "stmic"]
+__all__ = ["compare", "spacrd", "spots", "stmic"]

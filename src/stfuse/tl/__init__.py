@@ -1,5 +1,6 @@
 """Tools: ``sf.tl`` (each writes its results into the user's table)."""
 
+from ._spacrd import spacrd
 from ._stmic import stmic, stmic_markers
 
-__all__ = ["stmic", "stmic_markers"]
+__all__ = ["spacrd", "stmic", "stmic_markers"]
