@@ -2,5 +2,6 @@
 
 from ._base import BaseModel
 from ._senca import SENCA, SENCAModule
+from ._spacrd import GMMThreshold, SpaCRD, SpaCRDModule, gmm_threshold
 
-__all__ = ["SENCA", "BaseModel", "SENCAModule"]
+__all__ = ["SENCA", "BaseModel", "GMMThreshold", "SENCAModule", "SpaCRD", "SpaCRDModule", "gmm_threshold"]
