@@ -18,17 +18,21 @@ $(VENV)/.created:
 	$(PIP) install -q "$(TORCH)"
 	touch $@
 
+$(VENV)/.installed-core: pyproject.toml $(VENV)/.created
+	$(PIP) install -q -e .
+	touch $@
+
 $(VENV)/.installed-%: pyproject.toml $(VENV)/.created
 	$(PIP) install -q -e ".[$*]"
 	touch $@
 
 install: $(VENV)/.installed-test
 
-demo: $(VENV)/.installed-bench
+demo: $(VENV)/.installed-core
 	$(PY) -m stfuse.cli demo --out results/demo
 
 test: $(VENV)/.installed-test
-	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: $(VENV)/.installed-bench
@@ -38,8 +42,7 @@ docs: $(VENV)/.installed-doc
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 lint: $(VENV)/.installed-test
-	$(PY) -m ruff check src tests benchmarks scripts
-	$(PY) -m ruff format --check src tests benchmarks scripts
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) docs/_build docs/generated results

@@ -28,16 +28,16 @@ def main(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)) -> None:
     for n in sizes:
         xy = np.random.default_rng(n).uniform(0, np.sqrt(n) * 100, (n, 2))
 
-        def ours():
+        def ours(xy=xy, n=n):
             idx, dist = sf.gr.knn(xy, K)
             return idx, _to_csr(idx, dist, n)
 
-        def squidpy():
+        def squidpy(xy=xy):
             a = ad.AnnData(obsm={"spatial": xy})
             sq.gr.spatial_neighbors_knn(a, n_neighs=K)
             return a.obsp["spatial_connectivities"]
 
-        def sklearn():
+        def sklearn(xy=xy):
             return NearestNeighbors(n_neighbors=K).fit(xy).kneighbors()[1]
 
         t_sf, m_sf, (idx, _) = measure(ours, repeat=3)

@@ -198,3 +198,10 @@ def test_her2st_offline_error(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(sf.DataNotFoundError, match="Offline"):
         sf.datasets.her2st("C2")
+
+
+@pytest.mark.parametrize("section", ["B1", "C1", "D1", "E1", "F1", "G2", "H1"])
+def test_all_labelled_sections_read(her2st_dir, section):
+    t = sf.datasets.her2st(section, her2st_dir).tables["table"]
+    assert t.obs[K.LABEL].notna().mean() > 0.95
+    assert t.obs[K.CANCER].any() and not t.obs[K.CANCER].all()

@@ -82,7 +82,7 @@ def _insert(i_best: np.ndarray, d_best: np.ndarray, m: int, k: int, j: int, d: f
 
 @numba.njit(parallel=True, cache=True)
 def _knn_kernel(sx, sy, order, starts, x0, y0, h, nx, ny, k, include_self, out_i, out_d):
-    """k nearest neighbours; points are visited in cell order (``sx``/``sy`` are sorted by cell).
+    """K nearest neighbours; points are visited in cell order (``sx``/``sy`` are sorted by cell).
 
     Rings of cells are scanned outward until the k-th distance is no larger than the distance
     from the point to the edge of the scanned square (sides touching the grid border do not count),

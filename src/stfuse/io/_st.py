@@ -255,6 +255,7 @@ def read_st(
         lb = pd.read_csv(_path(labels, "Labels"), sep="\t")
         if not {"x", "y", "label"} <= set(lb.columns):
             raise InputError(f"Labels file {str(labels)!r} needs columns x, y and label.")
+        lb = lb[lb["x"].notna() & lb["y"].notna()]  # HER2ST F1 has a label row without coordinates
         lb.index = [f"{round(x)}x{round(y)}" for x, y in zip(lb["x"], lb["y"])]
         lb = lb[~lb.index.duplicated()]
         lab = lb["label"].reindex(obs.index)
