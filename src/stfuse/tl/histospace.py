@@ -17,7 +17,7 @@ from .._docs import inject_docs
 from .._errors import GeneMismatchError, InputError
 from .._spots import Spots, _spot_meta, get_spots, is_spatialdata
 from ..im._patches import iter_patches, patch_side_px
-from ..models.histospace import TILE_PX, HistoSPACE
+from ..models.histospace import HistoSPACE
 
 __all__ = ["histospace"]
 
@@ -79,7 +79,7 @@ def _extract_tiles(spots: Spots, side: float, rows: np.ndarray, store: np.ndarra
     """Write the tile of spot ``i`` of ``spots`` to ``store[rows[i]]`` (skipping spots with ``rows < 0``)."""
     index = np.flatnonzero(rows >= 0)
     n_batches = -(-len(index) // 64)
-    for batch in log.progress(iter_patches(spots, side, out_px=TILE_PX, batch_size=64, index=index),
+    for batch in log.progress(iter_patches(spots, side, out_px=store.shape[-1], batch_size=64, index=index),
                               desc=desc, total=n_batches):
         store[rows[batch.index]] = _apply_stain(batch.patches, stain)
 
@@ -322,14 +322,15 @@ def histospace(
                                **model_kwargs)
             mpps = [s.microns_per_pixel for s in ref_spots]
             size_um = float(np.median([m * s.diameter * size for m, s in zip(mpps, ref_spots)])) if all(mpps) else None
-            tile = {"size": float(size), "size_um": size_um, "out_px": TILE_PX, "stain": stain}
+            px = int(model.params["tile_px"])
+            tile = {"size": float(size), "size_um": size_um, "out_px": px, "stain": stain}
             # validation split first, then every tile goes straight to its store
             rng = np.random.default_rng(random_state)
             masks = [_block_split(s.centers, s.spacing(), val_fraction, rng) for s in ref_spots]
             n_val = int(sum(m.sum() for m in masks))
             n_tr = int(sum(len(m) for m in masks)) - n_val
-            train_store = _TileStore(n_tr, TILE_PX, tile_ram_gb, stack, "train").array
-            val_store = _TileStore(n_val, TILE_PX, tile_ram_gb, stack, "val").array if n_val else None
+            train_store = _TileStore(n_tr, px, tile_ram_gb, stack, "train").array
+            val_store = _TileStore(n_val, px, tile_ram_gb, stack, "val").array if n_val else None
             Y_tr, Y_val = [], []
             o_tr = o_val = 0
             for i, (s, m, Y) in enumerate(zip(ref_spots, masks, Ys)):
@@ -352,13 +353,14 @@ def histospace(
             model.fit(train_store, np.concatenate(Y_tr), val_tiles=val_store,
                       val_Y=np.concatenate(Y_val) if n_val else None, epochs=int(epochs), batch_size=int(batch_size),
                       lr=lr, loss=loss, augment=augment, patience=patience)
-        tile = model.info.get("tile", {"size": 1.0, "size_um": None, "out_px": TILE_PX, "stain": None})
+        tile = model.info.get("tile", {"size": 1.0, "size_um": None, "stain": None})
+        px = int(model.params["tile_px"])
 
         # predict every target spot, one batch of tiles at a time
         side = _tile_side(spots, tile)
         pred = np.empty((spots.n_obs, len(model.genes)), np.float32)
         n_batches = -(-spots.n_obs // 128)
-        for batch in log.progress(iter_patches(spots, side, out_px=TILE_PX, batch_size=128), desc="predicting",
+        for batch in log.progress(iter_patches(spots, side, out_px=px, batch_size=128), desc="predicting",
                                   total=n_batches):
             pred[batch.index] = model.predict(_apply_stain(batch.patches, tile.get("stain")), tta=tta)
 

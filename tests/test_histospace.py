@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import stfuse as sf
+from stfuse._spots import get_spots
+from stfuse.models import HistoSPACE
+from stfuse.models.histospace import dihedral
+
+# small tiles and the random encoder keep these tests fast; the method is the same at 128 px
+FAST = {"tile_px": 32, "encoder_weights": "random"}
+MARKERS = [f"G{i:03d}" for i in range(30, 45)] + ["G050", "G060"]  # programme 2 (regions C, D) + background
+
+
+def _toy(n_spots: int, seed: int, **kw):
+    """A toy section whose image is rendered once (the toy image is otherwise regenerated on every read)."""
+    from spatialdata.models import Image2DModel
+    from spatialdata.transformations import Identity
+
+    sdata = sf.datasets.toy(n_spots=n_spots, seed=seed, **kw)
+    if "toy_image" in sdata.images:
+        arr = get_spots(sdata).levels[0].data.compute()
+        sdata.images["toy_image"] = Image2DModel.parse(arr, dims=("c", "y", "x"), c_coords=["r", "g", "b"],
+                                                       transformations={"global": Identity()})
+    return sdata
+
+
+def _tiles(n=24, px=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (n, 3, px, px), dtype=np.uint8), rng.normal(size=(n, 4)).astype(np.float32)
+
+
+# --- model ---------------------------------------------------------------------------------------
+def test_model_save_load_roundtrip_and_determinism(tmp_path):
+    tiles, Y = _tiles()
+    genes = ["a", "b", "c", "d"]
+    m = HistoSPACE(genes, device="cpu", **FAST).fit(tiles, Y, val_tiles=tiles[:8], val_Y=Y[:8], epochs=2)
+    p = m.predict(tiles)
+    assert p.shape == (24, 4) and p.dtype == np.float32
+    assert m.info["train"]["epochs_run"] == 2 and len(m.info["history"]["val_loss"]) == 2
+    m.save(tmp_path / "m")
+    back = HistoSPACE.load(tmp_path / "m", device="cpu")
+    assert back.genes == genes and back.params == m.params and back.is_trained
+    np.testing.assert_array_equal(back.predict(tiles), p)
+    # same seed on CPU: same result bit for bit; another seed differs
+    again = HistoSPACE(genes, device="cpu", **FAST).fit(tiles, Y, val_tiles=tiles[:8], val_Y=Y[:8], epochs=2)
+    np.testing.assert_array_equal(again.predict(tiles), p)
+    other = HistoSPACE(genes, device="cpu", random_state=1, **FAST).fit(tiles, Y, epochs=2)
+    assert not np.array_equal(other.predict(tiles), p)
+    with pytest.raises(sf.InputError, match="not empty"):
+        m.save(tmp_path / "m")
+
+
+def test_model_frozen_vs_finetuned_encoder():
+    tiles, Y = _tiles(16)
+    frozen = HistoSPACE(list("abcd"), device="cpu", **FAST)
+    before = {k: v.clone() for k, v in frozen.module.encoder.state_dict().items()}
+    frozen.fit(tiles, Y, epochs=1, augment=False)
+    assert all(torch.equal(before[k], v) for k, v in frozen.module.encoder.state_dict().items())
+    tuned = HistoSPACE(list("abcd"), device="cpu", finetune_encoder=True, **FAST)
+    before = {k: v.clone() for k, v in tuned.module.encoder.state_dict().items()}
+    tuned.fit(tiles, Y, epochs=1)
+    assert any(not torch.equal(before[k], v) for k, v in tuned.module.encoder.state_dict().items())
+
+
+def test_model_bounded_cache_matches_cached_training():
+    tiles, Y = _tiles(16)
+    a = HistoSPACE(list("abcd"), device="cpu", **FAST).fit(tiles, Y, epochs=2, loss="mse")
+    b = HistoSPACE(list("abcd"), device="cpu", **FAST).fit(tiles, Y, epochs=2, loss="mse", cache_gb=0)
+    # float16 cache vs maps recomputed per batch: same training up to float16 rounding
+    np.testing.assert_allclose(a.info["history"]["loss"], b.info["history"]["loss"], rtol=1e-2)
+    np.testing.assert_allclose(a.predict(tiles), b.predict(tiles), atol=1e-2)
+
+
+def test_model_options_and_tta():
+    tiles, Y = _tiles(12)
+    m = HistoSPACE(list("abcd"), device="cpu", fc_activation="relu", dropout=0.2, **FAST)
+    assert isinstance(m.module.fc[2], torch.nn.ReLU)
+    m.fit(tiles, Y, epochs=1)
+    assert m.predict(tiles, tta=True).shape == (12, 4)
+    # tiles of another size are resized to tile_px
+    assert m.predict(np.repeat(np.repeat(tiles, 2, axis=2), 2, axis=3)).shape == (12, 4)
+
+
+def test_model_bad_inputs(tmp_path):
+    tiles, Y = _tiles(8)
+    with pytest.raises(sf.InputError, match="not unique"):
+        HistoSPACE(["a", "a"], **FAST)
+    with pytest.raises(sf.InputError, match="fc_activation"):
+        HistoSPACE(["a"], fc_activation="swish", **FAST)
+    m = HistoSPACE(list("abcd"), device="cpu", **FAST)
+    with pytest.raises(sf.InputError, match="not trained"):
+        m.predict(tiles)
+    with pytest.raises(sf.InputError, match="uint8"):
+        m.fit(tiles.astype(np.float32), Y)
+    with pytest.raises(sf.InputError, match=r"\(n_tiles, n_genes\)"):
+        m.fit(tiles, Y[:, :2])
+    with pytest.raises(sf.InputError, match="NaN"):
+        m.fit(tiles, np.full_like(Y, np.nan))
+    with pytest.raises(sf.InputError, match="both val_tiles and val_Y"):
+        m.fit(tiles, Y, val_tiles=tiles)
+    with pytest.raises(sf.DataNotFoundError):
+        HistoSPACE.load(tmp_path)
+    with pytest.raises(sf.WeightsUnavailableError, match="not found"):
+        HistoSPACE(list("abcd"), encoder_weights=tmp_path / "none.pt", tile_px=32).fit(tiles, Y, epochs=1)
+
+
+def test_dihedral_group():
+    x = torch.arange(9.0).view(1, 1, 3, 3)
+    variants = [dihedral(x, k) for k in range(8)]
+    assert len({tuple(v.flatten().tolist()) for v in variants}) == 8
+    assert torch.equal(dihedral(dihedral(x, 1), 3), x)
+
+
+# --- tool ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained():
+    """A model trained on one toy section, and the section it predicts."""
+    ref = _toy(300, 0)
+    target = _toy(300, 1)
+    model = sf.tl.histospace(target, ref, genes=MARKERS, epochs=8, lr=1e-3, device="cpu", return_model=True, **FAST)
+    return ref, target, model
+
+
+def test_histospace_writes_prediction_table(trained):
+    from spatialdata.models import get_table_keys
+
+    _, target, model = trained
+    pred = target.tables["histospace"]
+    t = target.tables["table"]
+    assert pred.var_names.tolist() == MARKERS == model.genes
+    assert pred.obs_names.equals(t.obs_names)
+    assert get_table_keys(pred) == ("toy_spots", "library_id", "spot_id")
+    np.testing.assert_array_equal(pred.obsm["spatial"], t.obsm["spatial"])
+    np.testing.assert_array_equal(t.obsm["X_histospace_pred"], pred.X)
+    assert t.uns["histospace"]["genes"] == MARKERS
+    assert t.uns["histospace"]["normalisation"] == {"target_sum": 1e4, "log1p": True}
+    assert "val_loss" in t.uns["histospace"]["history"]
+    assert model.info["tile"]["size_um"] == pytest.approx(55.0)
+    # the image tells regions C/D (programme 2) from A/B: the marker genes are predicted
+    r = sf.metrics.gene_correlation(target)
+    assert r.loc[MARKERS[:15], "r"].mean() > 0.3
+    assert list(r.columns[:3]) == ["r", "mean_measured", "mean_predicted"]
+
+
+def test_histospace_deterministic_and_copy():
+    ref, target = _toy(100, 0), _toy(100, 1)
+    kw = {"genes": MARKERS, "epochs": 2, "device": "cpu", "random_state": 3, **FAST}
+    a, model = sf.tl.histospace(target, ref, copy=True, return_model=True, **kw)
+    b = sf.tl.histospace(target, ref, copy=True, **kw)
+    assert "histospace" not in target.tables and "X_histospace_pred" not in target.tables["table"].obsm
+    np.testing.assert_array_equal(a.tables["histospace"].X, b.tables["histospace"].X)
+    # reusing the model gives the same predictions
+    with pytest.warns(UserWarning, match="Replacing"):
+        sf.tl.histospace(b, model=model)
+    np.testing.assert_array_equal(a.tables["histospace"].X, b.tables["histospace"].X)
+
+
+def test_histospace_slide_without_expression(trained, tmp_path):
+    import scanpy as sc
+    import spatialdata as sd
+    import squidpy as sq
+
+    _, _, model = trained
+    slide = _toy(300, 2)
+    del slide.tables["table"]
+    del slide.shapes["toy_spots"]
+    sf.tl.tile_tissue(slide, size_um=55, spacing=2.0, microns_per_pixel=55 / 24)
+    sf.tl.histospace(slide, model=model)
+    pred = slide.tables["histospace"]
+    assert pred.n_obs == len(slide.shapes["tissue_tiles"]) and pred.var_names.tolist() == MARKERS
+    assert pred.uns["stfuse"]["tissue_tiles"]["spot_diameter_um"] == pytest.approx(55.0)
+    # scanpy / squidpy work on the predictions unchanged
+    sq.gr.spatial_neighbors_knn(pred, n_neighs=6)
+    sq.gr.spatial_autocorr(pred, mode="moran", genes=MARKERS[:3], n_perms=None)
+    assert np.isfinite(pred.uns["moranI"]["I"]).all() and pred.uns["moranI"]["I"].max() > 0
+    sc.pl.spatial(pred, color=MARKERS[0], spot_size=24, show=False)
+    # and the object round-trips through zarr
+    slide.write(tmp_path / "slide.zarr")
+    back = sd.read_zarr(tmp_path / "slide.zarr")
+    s = get_spots(back, table_key="histospace")
+    assert s.microns_per_pixel == pytest.approx(55 / 24)
+
+
+def test_histospace_anndata_target(trained):
+    _, target, model = trained
+    spots = get_spots(target)
+    t = target.tables["table"]
+    import anndata as ad
+
+    a = ad.AnnData(X=t.X.copy(), obs=t.obs[["region"]].copy(), var=t.var.copy())
+    a.obsm["spatial"] = t.obsm["spatial"]
+    a.uns["spatial"] = {"lib": {"images": {"hires": spots.levels[0].data.compute().transpose(1, 2, 0)},
+                                "scalefactors": {"tissue_hires_scalef": 1.0, "spot_diameter_fullres": 24.0}}}
+    sf.tl.histospace(a, model=model)
+    np.testing.assert_allclose(a.obsm["X_histospace_pred"], target.tables["histospace"].X, atol=1e-5)
+    assert sf.metrics.gene_correlation(a).shape[0] == len(MARKERS)
+
+
+def test_histospace_bad_input_leaves_object_unchanged(trained):
+    ref, target, model = trained
+    before = set(target.tables)
+    no_image = _toy(100, 0, image=False)
+    with pytest.raises(sf.InputError, match="needs an H&E image"):
+        sf.tl.histospace(no_image, model=model)
+    with pytest.raises(sf.InputError, match="needs an H&E image"):
+        sf.tl.histospace(target, no_image, **FAST)
+    with pytest.raises(sf.GeneMismatchError, match="not measured in reference 0"):
+        sf.tl.histospace(target, ref, genes=["G001", "NOPE"], **FAST)
+    with pytest.raises(sf.InputError, match="either reference"):
+        sf.tl.histospace(target, ref, model=model)
+    with pytest.raises(sf.InputError, match="not trained"):
+        sf.tl.histospace(target, model=HistoSPACE(["G001"], **FAST))
+    with pytest.raises(sf.InputError, match="genes cannot be changed"):
+        sf.tl.histospace(target, model=model, genes=["G001"])
+    with pytest.raises(sf.InputError, match="epochs"):
+        sf.tl.histospace(target, ref, epochs=0)
+    blank = _toy(100, 0)
+    del blank.tables["table"]
+    with pytest.raises(sf.InputError, match="no expression to train on"):
+        sf.tl.histospace(blank)
+    assert set(target.tables) == before
+    assert "X_histospace_pred" in target.tables["table"].obsm  # from the fixture only
+
+
+def test_histospace_trains_on_target_itself_by_default():
+    sdata = _toy(100, 3)
+    model = sf.tl.histospace(sdata, genes=["G030", "G031"], epochs=1, val_fraction=0.0, return_model=True, **FAST)
+    assert sdata.tables["histospace"].shape == (100, 2)
+    assert model.info["train"]["n_val"] == 0 and model.info["references"] == ["toy_spots"]
+
+
+# --- metrics -------------------------------------------------------------------------------------
+def test_gene_correlation_perfect_and_constant():
+    import anndata as ad
+    from spatialdata.models import TableModel
+
+    sdata = sf.datasets.toy(n_spots=100, seed=0)
+    t = sdata.tables["table"]
+    from scipy import sparse
+
+    X = t.X.toarray()
+    X[:, 5] = 0  # a gene never detected is constant: r is NaN
+    t.X = sparse.csr_matrix(X)
+    Y = sf.pp.prepare_expression(t, genes=t.var_names[:10].tolist()).X
+    pred = ad.AnnData(X=Y * 2 + 1, obs=t.obs[["library_id", "spot_id"]].copy(),
+                      var=pd.DataFrame(index=t.var_names[:10]))
+    sdata.tables["histospace"] = TableModel.parse(pred, region="toy_spots", region_key="library_id",
+                                                  instance_key="spot_id")
+    df = sf.metrics.gene_correlation(sdata)
+    assert df.attrs == {"n_spots": 100, "n_constant": 1}
+    assert np.isnan(df.loc["G005", "r"]) and df.index[-1] == "G005"
+    np.testing.assert_allclose(df["r"].dropna(), 1.0)
+    assert sf.metrics.gene_correlation(sdata, genes=["G001"]).shape == (1, 6)
+    with pytest.raises(sf.KeyNotFoundError, match="run"):
+        sf.metrics.gene_correlation(sdata, key="nope")
+    with pytest.raises(sf.KeyNotFoundError, match="not predicted"):
+        sf.metrics.gene_correlation(sdata, genes=["G099"])
