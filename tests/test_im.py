@@ -161,3 +161,100 @@ def test_no_image_refused():
     sdata = sf.datasets.toy(n_spots=50, image=False)
     with pytest.raises(sf.InputError, match="needs an H&E image"):
         sf.im.embed(sdata, _tiny())
+
+
+def test_histospace_shipped_weights():
+    import json
+
+    from stfuse.im._encoders import HISTOSPACE_WEIGHTS
+
+    assert HISTOSPACE_WEIGHTS.is_file() and HISTOSPACE_WEIGHTS.stat().st_size < 5e6
+    record = json.loads(HISTOSPACE_WEIGHTS.with_suffix(".json").read_text())
+    assert record["final"]["val_mse"] < record["final"]["val_mean_colour_baseline_mse"] / 5
+    enc = sf.im.get_encoder("histospace")
+    assert enc.input_px == 128 and enc.output_dim == 256 and len(enc.checksum) == 16
+    small = sf.datasets.toy(n_spots=36, seed=2)
+    feats = sf.im.image_features(get_spots(small), "histospace", batch_size=36)
+    assert feats.X.shape == (36, 256) and np.isfinite(feats.X).all() and feats.X.std(axis=0).max() > 0
+    # the autoencoder reconstructs real-looking tissue far better than a constant colour
+    ae, _ = sf.im._encoders.load_histospace_autoencoder()
+    x = torch.from_numpy(next(sf.im.extract_patches(small, out_px=128, batch_size=8)).patches).float() / 255
+    with torch.no_grad():
+        err = float(((ae(x) - x) ** 2).mean())
+    assert err < float(((x - x.mean(dim=(2, 3), keepdim=True)) ** 2).mean())
+
+
+def test_image_scale_patches_match():
+    """A half-size image (image_scale=0.5) gives the same patches, read from the smaller image."""
+    import dask.array as da
+    import pandas as pd
+
+    from stfuse.io._st import build_spatialdata
+
+    rng = np.random.default_rng(0)
+    full = np.repeat(np.repeat(rng.integers(0, 255, (3, 300, 300), dtype=np.uint8), 2, axis=1), 2, axis=2)
+    half = full[:, ::2, ::2]
+    xy = np.array([[101.0, 101.0], [241.0, 181.0], [301.0, 61.0]])
+    args = (pd.DataFrame(np.ones((3, 2)), index=list("abc"), columns=["g", "h"]), pd.DataFrame(index=list("abc")), xy)
+    kw = {"section": "s", "spot_diameter_px": 40.0, "spot_diameter_um": 100.0}
+    a = build_spatialdata(*args, **kw, image=da.from_array(full, chunks=(3, 128, 128)))
+    b = build_spatialdata(*args, **kw, image=da.from_array(half, chunks=(3, 64, 64)), image_scale=0.5)
+    sa, sb = get_spots(a), get_spots(b)
+    assert sb.diameter == pytest.approx(20.0) and np.allclose(sb.centers, xy / 2)
+    pa = next(sf.im.extract_patches(a, out_px=20, level=1, batch_size=3))
+    pb = next(sf.im.extract_patches(b, out_px=20, level=0, batch_size=3))
+    order_a, order_b = np.argsort(pa.index), np.argsort(pb.index)
+    assert sa.levels[1].scale == 0.5
+    diff = np.abs(pa.patches[order_a].astype(int) - pb.patches[order_b].astype(int))
+    assert diff.mean() < 3
+
+
+def _visium_adata(tmp_path, *, hires_scalef=0.2, n=4):
+    """squidpy/scanpy-style Visium AnnData: float [0, 1] hires PNG image, scalefactors, full-res obsm['spatial']."""
+    import anndata as ad
+    import matplotlib.image as mpimg
+    from PIL import Image
+
+    img = np.full((400, 500, 3), 250, np.uint8)
+    full_xy = np.array([[500.0, 600.0], [1500.0, 1000.0], [2000.0, 1500.0], [800.0, 1800.0]])[:n]
+    hx, hy = full_xy[1] * hires_scalef
+    img[int(hy) - 3 : int(hy) + 3, int(hx) - 3 : int(hx) + 3] = (20, 20, 160)  # a blue mark under spot 1
+    Image.fromarray(img).save(tmp_path / "tissue_hires_image.png")
+    hires = mpimg.imread(tmp_path / "tissue_hires_image.png")  # what scanpy.read_visium does: float32 in [0, 1]
+    assert hires.dtype == np.float32 and hires.max() <= 1.0
+    adata = ad.AnnData(np.ones((n, 3), np.float32))
+    adata.obsm["spatial"] = full_xy
+    adata.uns["spatial"] = {"lib": {"images": {"hires": hires, "lowres": hires[::4, ::4]},
+                                    "scalefactors": {"tissue_hires_scalef": hires_scalef,
+                                                     "tissue_lowres_scalef": hires_scalef / 4,
+                                                     "spot_diameter_fullres": 150.0}}}
+    return adata
+
+
+def test_visium_hires_png_anndata(tmp_path):
+    adata = _visium_adata(tmp_path)
+    spots = get_spots(adata)
+    assert spots.diameter == pytest.approx(30.0) and len(spots.levels) == 2
+    patches = {int(i): p for b in sf.im.extract_patches(adata, size_px=30, batch_size=2) for i, p in zip(b.index, b.patches)}
+    p = patches[1]
+    assert p.shape == (3, 30, 30)
+    ys, xs = np.nonzero(p[2] == 160)
+    assert len(ys) == 36 and ys.mean() == pytest.approx(14.5, abs=1) and xs.mean() == pytest.approx(14.5, abs=1)
+    assert (patches[0] == 250).all()
+    sf.im.embed(adata, _tiny())
+    assert adata.obsm["X_tiny"].shape == (4, 4)
+    assert adata.uns["stfuse_embeddings"]["X_tiny"]["patch_side_px"] == 30.0
+
+
+@pytest.mark.her2st
+def test_her2st_full_jpeg_patches(c2):
+    """A ~9000 px HER2ST JPEG: every spot gets a full, tissue-filled patch."""
+    spots = get_spots(c2)
+    assert spots.levels[0].shape_yx[0] > 9000
+    batches = list(sf.im.extract_patches(c2, out_px=64, batch_size=100))
+    idx = np.concatenate([b.index for b in batches])
+    assert sorted(idx.tolist()) == list(range(spots.n_obs))
+    inside = np.concatenate([b.inside for b in batches])
+    patches = np.concatenate([b.patches for b in batches])
+    assert (inside == 1).all() and patches.shape == (spots.n_obs, 3, 64, 64)
+    assert patches.mean() < 230  # tissue under spots, not white background

@@ -3,6 +3,7 @@
 from ._embed import ImageFeatures, embed, image_features
 from ._encoders import Encoder, EncoderRegistry, ResNet50, encoders, get_encoder
 from ._patches import PatchBatch, extract_patches
+from ._stain import StainNormalizer, normalize_stain
 
 __all__ = [
     "Encoder",
@@ -10,9 +11,11 @@ __all__ = [
     "ImageFeatures",
     "PatchBatch",
     "ResNet50",
+    "StainNormalizer",
     "embed",
     "encoders",
     "extract_patches",
     "get_encoder",
     "image_features",
+    "normalize_stain",
 ]

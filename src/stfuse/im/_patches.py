@@ -11,8 +11,12 @@ import numpy as np
 from .._docs import inject_docs
 from .._errors import InputError
 from .._spots import Spots, get_spots
+from ._stain import StainMethod, StainNormalizer
 
-__all__ = ["PatchBatch", "extract_patches", "iter_patches", "patch_side_px"]
+__all__ = ["PatchBatch", "extract_patches", "fit_stain", "iter_patches", "patch_side_px"]
+
+#: spots sampled (evenly over the table) to fit a slide's stain normaliser
+STAIN_FIT_SPOTS = 128
 
 
 @dataclass
@@ -94,12 +98,17 @@ def iter_patches(
     index: np.ndarray | None = None,
     level: int | None = None,
     pad_value: int = 255,
+    centers: np.ndarray | None = None,
+    stain: StainMethod | StainNormalizer | None = None,
 ) -> Iterator[PatchBatch]:
     """Yield :class:`PatchBatch` es of patches of ``side_px`` level-0 pixels (array-level API).
 
     Spots are grouped by the image chunk holding their centre; each chunk (plus a margin of half a
     patch) is read once, so the slide is never materialised and memory stays bounded by a few chunks
-    plus one batch.
+    plus one batch. ``centers`` (``(n, 2)`` ``x, y`` in level-0 pixels) replaces the spot centres,
+    e.g. to cut tiles between spots; ``index`` then refers to its rows. ``stain`` normalises the
+    stains of every batch with one normaliser for the whole slide (fitted here by :func:`fit_stain`
+    when given as a method name).
     """
     spots.require_image("Patch extraction", fix="Attach an H&E image to the section (sf.io.read_st(..., image=...)).")
     out_px = round(side_px) if out_px is None else int(out_px)
@@ -109,13 +118,16 @@ def iter_patches(
         raise InputError(f"batch_size must be positive, got {batch_size}.")
     if level is None:
         level = spots.level_for_patch(side_px, out_px)
+    if stain is not None:
+        stain = fit_stain(spots, side_px, stain, out_px=out_px, level=level, centers=centers)
     lvl = spots.levels[level]
     arr = lvl.data
     H, W = lvl.shape_yx
     side = side_px * lvl.scale
     n_side = max(1, round(side))
-    idx_all = np.arange(spots.n_obs) if index is None else np.asarray(index, dtype=np.int64)
-    centres = spots.centers[idx_all] * lvl.scale
+    all_centres = spots.centers if centers is None else np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    idx_all = np.arange(len(all_centres)) if index is None else np.asarray(index, dtype=np.int64)
+    centres = all_centres[idx_all] * lvl.scale
     # top-left corner in this level's pixels; the patch is n_side x n_side around the centre
     y0 = np.floor(centres[:, 1] - n_side / 2.0 + 0.5).astype(np.int64)
     x0 = np.floor(centres[:, 0] - n_side / 2.0 + 0.5).astype(np.int64)
@@ -139,7 +151,8 @@ def iter_patches(
         rx1 = min(int(x0[group].max()) + n_side, W)
         region = None
         if ry1 > ry0 and rx1 > rx0:
-            region = _to_uint8_rgb(np.asarray(arr[:, ry0:ry1, rx0:rx1].compute()))
+            # synchronous: a small read, never shipped to a distributed cluster (nor deadlocking inside a worker task)
+            region = _to_uint8_rgb(np.asarray(arr[:, ry0:ry1, rx0:rx1].compute(scheduler="synchronous")))
         for j in group:
             patch = np.full((3, n_side, n_side), pad_value, np.uint8)
             ya, xa = y0[j], x0[j]
@@ -153,10 +166,48 @@ def iter_patches(
             buf_patch.append(patch)
             buf_inside.append(inside)
             if len(buf_idx) == batch_size:
-                yield PatchBatch(np.array(buf_idx), _resize(np.stack(buf_patch), out_px), np.array(buf_inside))
+                yield _batch(buf_idx, buf_patch, buf_inside, out_px, stain)
                 buf_idx, buf_patch, buf_inside = [], [], []
     if buf_idx:
-        yield PatchBatch(np.array(buf_idx), _resize(np.stack(buf_patch), out_px), np.array(buf_inside))
+        yield _batch(buf_idx, buf_patch, buf_inside, out_px, stain)
+
+
+def _batch(idx: list[int], patches: list[np.ndarray], inside: list[float], out_px: int,
+           stain: StainNormalizer | None) -> PatchBatch:
+    out = _resize(np.stack(patches), out_px)
+    if stain is not None:
+        out = stain.transform(out)
+    return PatchBatch(np.array(idx), out, np.array(inside))
+
+
+def fit_stain(
+    spots: Spots,
+    side_px: float,
+    method: StainMethod | StainNormalizer,
+    *,
+    out_px: int | None = None,
+    level: int | None = None,
+    centers: np.ndarray | None = None,
+    n_spots: int = STAIN_FIT_SPOTS,
+    target: Any = None,
+) -> StainNormalizer:
+    """Fit one stain normaliser for a slide on patches of an even sample of its spots (array-level API).
+
+    A fitted :class:`StainNormalizer` given as ``method`` is returned as it is.
+    """
+    if isinstance(method, StainNormalizer):
+        if not method.fitted:
+            raise InputError("The StainNormalizer given as stain= is not fitted; call .fit(patches) first or pass "
+                             "stain='macenko' / 'reinhard' to fit it on this slide.")
+        return method
+    if method not in ("macenko", "reinhard"):
+        raise InputError(f"stain must be None, 'macenko', 'reinhard' or a fitted sf.im.StainNormalizer; got {method!r}.")
+    norm = StainNormalizer(method, target)
+    n = len(spots.centers) if centers is None else len(centers)
+    sample = np.unique(np.linspace(0, n - 1, min(n_spots, n)).round().astype(np.int64))
+    patches = [b.patches for b in iter_patches(spots, side_px, out_px=out_px, batch_size=len(sample), index=sample,
+                                               level=level, centers=centers)]
+    return norm.fit(np.concatenate(patches))
 
 
 @inject_docs
@@ -169,6 +220,7 @@ def extract_patches(
     out_px: int | None = None,
     batch_size: int = 64,
     level: int | None = None,
+    stain: StainMethod | StainNormalizer | None = None,
     table_key: str = "table",
     shapes_key: str | None = None,
     image_key: str | None = None,
@@ -194,6 +246,11 @@ def extract_patches(
         Patches per batch; memory is bounded by the batch and a few image chunks.
     level
         Force an image level (0 = full resolution).
+    stain
+        Stain normalisation: ``None`` (off), ``"macenko"`` or ``"reinhard"`` (one normaliser fitted on
+        patches of 128 spots spread over the slide, then applied to every batch, so the whole slide is
+        normalised consistently to the literature reference), or a fitted
+        :class:`stfuse.im.StainNormalizer` (e.g. to map several slides to one reference slide).
     %(table_key)s
     %(shapes_key)s
     %(image_key)s
@@ -211,10 +268,14 @@ def extract_patches(
     >>> batch = next(sf.im.extract_patches(sdata, size=1.5, out_px=32, batch_size=16))
     >>> batch.patches.shape
     (16, 3, 32, 32)
+    >>> normed = next(sf.im.extract_patches(sdata, out_px=32, stain="macenko"))
     """
     spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=True,
                       image_hint="Attach the section's H&E image to the SpatialData.")
     side = patch_side_px(spots, size=size, size_um=size_um, size_px=size_px)
     if level is not None and not 0 <= level < len(spots.levels):
         raise InputError(f"level must be in 0..{len(spots.levels) - 1}, got {level}.")
-    return iter_patches(spots, side, out_px=out_px, batch_size=batch_size, level=level)
+    if stain is not None:  # fit now, so a bad choice fails here rather than at the first batch
+        lvl = level if level is not None else spots.level_for_patch(side, round(side) if out_px is None else out_px)
+        stain = fit_stain(spots, side, stain, out_px=out_px, level=lvl)
+    return iter_patches(spots, side, out_px=out_px, batch_size=batch_size, level=level, stain=stain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ class _DecodeOnce:
     """Array-like ``(c, y, x)`` view of an image file, decoded on first access and kept (one copy).
 
     dask calls ``__getitem__`` once per chunk; the first call decodes the file under a lock, every
-    later call slices the cached array. Pickling drops the cache, so a dask worker decodes once too.
+    later call slices the cached array. Pickling drops the cache and unpickling returns the one decoder
+    of this file in the receiving process (:func:`_shared_decoder`), so a dask worker decodes it once
+    however many tasks it runs.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -33,9 +36,11 @@ class _DecodeOnce:
         self._bands = bands
         self._array: np.ndarray | None = None
         self._lock = threading.Lock()
+        st = os.stat(self.path)
+        self.token = hashlib.sha1(f"{os.path.abspath(self.path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
 
     def __reduce__(self):
-        return (_DecodeOnce, (self.path,))
+        return (_shared_decoder, (self.path, self.token))
 
     def _load(self) -> np.ndarray:
         with self._lock:
@@ -45,6 +50,24 @@ class _DecodeOnce:
 
     def __getitem__(self, key):
         return self._load()[key]
+
+
+#: decoders created by unpickling, per process (a dask worker): the most recent few images stay decoded
+_SHARED: OrderedDict[str, _DecodeOnce] = OrderedDict()
+_SHARED_MAX = 2
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_decoder(path: str, token: str) -> _DecodeOnce:
+    """The process-wide decoder of an image file (unpickling target of :class:`_DecodeOnce`)."""
+    with _SHARED_LOCK:
+        src = _SHARED.get(token)
+        if src is None:
+            src = _SHARED[token] = _DecodeOnce(path)
+        _SHARED.move_to_end(token)
+        while len(_SHARED) > _SHARED_MAX:
+            _SHARED.popitem(last=False)
+    return src
 
 
 def _open(path: str):
@@ -132,8 +155,6 @@ def lazy_image(path: str | os.PathLike, *, chunks: int = CHUNK):
     import dask.array as da
 
     src = _DecodeOnce(path)
-    st = os.stat(src.path)
-    token = hashlib.sha1(f"{os.path.abspath(src.path)}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
     return da.from_array(
-        src, chunks=(3, chunks, chunks), name=f"stfuse-image-{token}", meta=np.empty((0, 0, 0), np.uint8)
+        src, chunks=(3, chunks, chunks), name=f"stfuse-image-{src.token}", meta=np.empty((0, 0, 0), np.uint8)
     )

@@ -1,1 +1,10 @@
-"""sf.pl."""
+"""Plots over the H&E image: ``sf.pl``.
+
+Every plot returns the :class:`~matplotlib.figure.Figure` it drew, or — when ``ax=`` is given — the
+axes it drew into; ``save=path`` writes the figure. Spots are circles of their true size, in
+full-resolution image pixels, over an image level chosen for the figure size (``level=`` to choose).
+"""
+
+from ._spatial import compare, spots
+
+__all__ = ["compare", "spots"]
