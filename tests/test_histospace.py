@@ -178,6 +178,8 @@ def test_histospace_slide_without_expression(trained, tmp_path):
     sq.gr.spatial_autocorr(pred, mode="moran", genes=MARKERS[:3], n_perms=None)
     assert np.isfinite(pred.uns["moranI"]["I"]).all() and pred.uns["moranI"]["I"].max() > 0
     sc.pl.spatial(pred, color=MARKERS[0], spot_size=24, show=False)
+    fig = sf.pl.histospace(slide, genes=MARKERS[:2])  # predictions alone: no measurement to compare
+    assert [a.get_title() for a in fig.axes if a.get_title()] == [f"{g} predicted" for g in MARKERS[:2]]
     # and the object round-trips through zarr
     slide.write(tmp_path / "slide.zarr")
     back = sd.read_zarr(tmp_path / "slide.zarr")
@@ -226,6 +228,21 @@ def test_histospace_bad_input_leaves_object_unchanged(trained):
     assert "X_histospace_pred" in target.tables["table"].obsm  # from the fixture only
 
 
+def test_histospace_stain_normalisation_is_recorded_and_reapplied():
+    ref, target = _toy(100, 0), _toy(100, 1)
+    model = sf.tl.histospace(target, ref, genes=["G030", "G031"], epochs=1, stain="reinhard", return_model=True,
+                             **FAST)
+    assert model.info["tile"]["stain"] == "reinhard"
+    first = target.tables["histospace"].X.copy()
+    with pytest.warns(UserWarning, match="Replacing"):
+        sf.tl.histospace(target, model=model)
+    np.testing.assert_array_equal(target.tables["histospace"].X, first)
+    plain = sf.tl.histospace(target, ref, genes=["G030", "G031"], epochs=1, copy=True, **FAST)
+    assert not np.array_equal(plain.tables["histospace"].X, first)
+    with pytest.raises(sf.InputError, match="stain"):
+        sf.tl.histospace(target, ref, stain="vahadane", **FAST)
+
+
 def test_histospace_trains_on_target_itself_by_default():
     sdata = _toy(100, 3)
     model = sf.tl.histospace(sdata, genes=["G030", "G031"], epochs=1, val_fraction=0.0, return_model=True, **FAST)
@@ -259,3 +276,21 @@ def test_gene_correlation_perfect_and_constant():
         sf.metrics.gene_correlation(sdata, key="nope")
     with pytest.raises(sf.KeyNotFoundError, match="not predicted"):
         sf.metrics.gene_correlation(sdata, genes=["G099"])
+
+
+# --- plot ----------------------------------------------------------------------------------------
+def test_pl_histospace_measured_vs_predicted(trained, tmp_path):
+    _, target, _ = trained
+    fig = sf.pl.histospace(target, genes=["G030", "G031"], save=tmp_path / "hs.png")
+    titles = [a.get_title() for a in fig.axes if a.get_title()]
+    assert titles[0] == "G030 measured" and titles[1].startswith("G030 predicted (r = ")
+    assert titles[-1].startswith(f"per-gene r ({len(MARKERS)} genes")
+    assert (tmp_path / "hs.png").stat().st_size > 10_000
+    # default genes: the best predicted ones
+    best = sf.metrics.gene_correlation(target).index[0]
+    fig = sf.pl.histospace(target, n_genes=1, hist=False)
+    assert [a.get_title() for a in fig.axes if a.get_title()][0] == f"{best} measured"
+    with pytest.raises(sf.KeyNotFoundError, match="not predicted"):
+        sf.pl.histospace(target, genes=["NOPE"])
+    with pytest.raises(sf.KeyNotFoundError, match="run sf.tl.histospace"):
+        sf.pl.histospace(target, key="other")

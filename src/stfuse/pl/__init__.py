@@ -5,6 +5,7 @@ axes it drew into; ``save=path`` writes the figure. Spots are circles of their t
 full-resolution image pixels, over an image level chosen for the figure size (``level=`` to choose).
 """
 
+from ._histospace import histospace
 from ._spatial import compare, spots
 
-__all__ = ["compare", "spots"]
+__all__ = ["compare", "histospace", "spots"]

@@ -16,7 +16,8 @@ from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import GeneMismatchError, InputError
 from .._spots import Spots, _spot_meta, get_spots, is_spatialdata
-from ..im._patches import iter_patches, patch_side_px
+from ..im import StainNormalizer
+from ..im._patches import fit_stain, iter_patches, patch_side_px
 from ..models.histospace import HistoSPACE
 
 __all__ = ["histospace"]
@@ -26,12 +27,9 @@ NORMALISATION = {"target_sum": 1e4, "log1p": True}
 _IMAGE_HINT = "HistoSPACE predicts expression from the H&E image; attach the section's image to the SpatialData."
 
 
-def _apply_stain(patches: np.ndarray, stain: str | None) -> np.ndarray:
-    if stain is None:
-        return patches
-    from ..im import normalize_stain
-
-    return normalize_stain(patches, method=stain)
+def _stain_for(spots: Spots, side: float, px: int, stain: str | None) -> StainNormalizer | None:
+    """One stain normaliser per slide (fitted on an even sample of its spots), or ``None``."""
+    return None if stain is None else fit_stain(spots, side, stain, out_px=px)
 
 
 def _tile_side(spots: Spots, tile: dict[str, Any]) -> float:
@@ -74,14 +72,14 @@ class _TileStore:
             self.array = np.empty(shape, np.uint8)
 
 
-def _extract_tiles(spots: Spots, side: float, rows: np.ndarray, store: np.ndarray, stain: str | None,
-                   desc: str) -> None:
+def _extract_tiles(spots: Spots, side: float, rows: np.ndarray, store: np.ndarray,
+                   stain: StainNormalizer | None, desc: str) -> None:
     """Write the tile of spot ``i`` of ``spots`` to ``store[rows[i]]`` (skipping spots with ``rows < 0``)."""
     index = np.flatnonzero(rows >= 0)
     n_batches = -(-len(index) // 64)
-    for batch in log.progress(iter_patches(spots, side, out_px=store.shape[-1], batch_size=64, index=index),
-                              desc=desc, total=n_batches):
-        store[rows[batch.index]] = _apply_stain(batch.patches, stain)
+    for batch in log.progress(iter_patches(spots, side, out_px=store.shape[-1], batch_size=64, index=index,
+                                           stain=stain), desc=desc, total=n_batches):
+        store[rows[batch.index]] = batch.patches
 
 
 def _as_list(reference: Any) -> list[Any]:
@@ -229,8 +227,9 @@ def histospace(
     finetune_encoder
         Train the encoder as well (paper: frozen).
     stain
-        Stain normalisation of every tile before the encoder (``"macenko"`` or ``"reinhard"``); the
-        same is applied when the model is reused.
+        Stain normalisation of the tiles before the encoder (``"macenko"`` or ``"reinhard"``; see
+        :class:`stfuse.im.StainNormalizer`): one normaliser per slide, fitted on its spots, maps every
+        slide to the same reference stain. Recorded in the model and applied again when it is reused.
     size
         Tile side in spot diameters (1). A model reused on a section whose spot size in µm is known
         extracts tiles of the physical size it was trained on.
@@ -335,13 +334,14 @@ def histospace(
             o_tr = o_val = 0
             for i, (s, m, Y) in enumerate(zip(ref_spots, masks, Ys)):
                 side = patch_side_px(s, size=size)
+                norm = _stain_for(s, side, px, stain)
                 rows = np.full(s.n_obs, -1, np.int64)
                 rows[~m] = o_tr + np.arange(int((~m).sum()))
-                _extract_tiles(s, side, rows, train_store, stain, f"tiles of reference {i}")
+                _extract_tiles(s, side, rows, train_store, norm, f"tiles of reference {i}")
                 if m.any():
                     rows = np.full(s.n_obs, -1, np.int64)
                     rows[m] = o_val + np.arange(int(m.sum()))
-                    _extract_tiles(s, side, rows, val_store, stain, f"tiles of reference {i} (validation)")
+                    _extract_tiles(s, side, rows, val_store, norm, f"tiles of reference {i} (validation)")
                 o_tr += int((~m).sum())
                 o_val += int(m.sum())
                 Y_tr.append(Y[~m])
@@ -358,11 +358,12 @@ def histospace(
 
         # predict every target spot, one batch of tiles at a time
         side = _tile_side(spots, tile)
+        norm = _stain_for(spots, side, px, tile.get("stain"))
         pred = np.empty((spots.n_obs, len(model.genes)), np.float32)
         n_batches = -(-spots.n_obs // 128)
-        for batch in log.progress(iter_patches(spots, side, out_px=px, batch_size=128), desc="predicting",
-                                  total=n_batches):
-            pred[batch.index] = model.predict(_apply_stain(batch.patches, tile.get("stain")), tta=tta)
+        for batch in log.progress(iter_patches(spots, side, out_px=px, batch_size=128, stain=norm),
+                                  desc="predicting", total=n_batches):
+            pred[batch.index] = model.predict(batch.patches, tta=tta)
 
     log.info(f"histospace: predicted {len(model.genes)} genes for {spots.n_obs} spots of {spots.name!r}")
     uns = {
