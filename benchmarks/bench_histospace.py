@@ -25,13 +25,13 @@ def main(sizes: tuple[int, ...] = (5_000, 50_000)) -> None:
         sdata = sf.datasets.toy(n_spots=n, seed=0, spot_diameter_px=12.0, chunks=1024)
         genes = sdata.tables["table"].var_names[:N_GENES].tolist()
 
-        def fit():
+        def fit(sdata=sdata, genes=genes):
             return sf.tl.histospace(sdata, genes=genes, epochs=1, augment=False, val_fraction=0.0, device="cpu",
                                     return_model=True)
 
         t_fit, m_fit, model = measure(fit)
 
-        def predict():
+        def predict(sdata=sdata, model=model):
             sf.tl.histospace(sdata, model=model, device="cpu")
 
         t_pred, m_pred, _ = measure(predict)

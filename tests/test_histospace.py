@@ -289,8 +289,8 @@ def test_pl_histospace_measured_vs_predicted(trained, tmp_path):
     # default genes: the best predicted ones
     best = sf.metrics.gene_correlation(target).index[0]
     fig = sf.pl.histospace(target, n_genes=1, hist=False)
-    assert [a.get_title() for a in fig.axes if a.get_title()][0] == f"{best} measured"
+    assert next(a.get_title() for a in fig.axes if a.get_title()) == f"{best} measured"
     with pytest.raises(sf.KeyNotFoundError, match="not predicted"):
         sf.pl.histospace(target, genes=["NOPE"])
-    with pytest.raises(sf.KeyNotFoundError, match="run sf.tl.histospace"):
+    with pytest.raises(sf.KeyNotFoundError, match=r"run sf\.tl\.histospace"):
         sf.pl.histospace(target, key="other")
