@@ -45,15 +45,21 @@ def panel() -> list[str]:
     return [g.strip() for g in path.read_text().splitlines() if g.strip()]
 
 
-def _features(sdata) -> np.ndarray:
-    return sf.im.image_features(get_spots(sdata), "histospace").X
+_FEATURES: dict[int, np.ndarray] = {}
 
 
-def ridge(train: list, test, genes: list[str]) -> pd.Series:
+def _features(sdata, stain: str | None) -> np.ndarray:
+    key = id(sdata)
+    if key not in _FEATURES:
+        _FEATURES[key] = sf.im.image_features(get_spots(sdata), "histospace", stain=stain, device="cpu").X
+    return _FEATURES[key]
+
+
+def ridge(train: list, test, genes: list[str], stain: str | None = None) -> pd.Series:
     """Ridge on standardised image embeddings; alpha by leave-one-section-out CV on the training sections."""
     from sklearn.linear_model import Ridge
 
-    Xs = [_features(s) for s in train]
+    Xs = [_features(s, stain) for s in train]
     Ys = [sf.pp.prepare_expression(s.tables["table"], genes=genes).X for s in train]
 
     def fit_predict(Xtr, Ytr, Xte, alpha):
@@ -71,7 +77,7 @@ def ridge(train: list, test, genes: list[str]) -> pd.Series:
         scores.append(np.mean(rs))
     alpha = float(ALPHAS[int(np.argmax(scores))])
     Yte = sf.pp.prepare_expression(test.tables["table"], genes=genes).X
-    r = sf.metrics.pearson_per_gene(Yte, fit_predict(np.concatenate(Xs), np.concatenate(Ys), _features(test), alpha))
+    r = sf.metrics.pearson_per_gene(Yte, fit_predict(np.concatenate(Xs), np.concatenate(Ys), _features(test, stain), alpha))
     out = pd.Series(r, index=genes)
     out.attrs["alpha"] = alpha
     return out
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folds", nargs="+", default=list(FOLDS), choices=list(FOLDS))
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--augment", type=int, default=1)
-    p.add_argument("--tta", type=int, default=0)
+    p.add_argument("--tta", type=int, default=1)
     p.add_argument("--stain", default=None)
     p.add_argument("--finetune", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         hs = sf.metrics.gene_correlation(target)["r"].reindex(genes)
         info = target.tables["table"].uns["histospace"]
         t0 = time.perf_counter()
-        rd = ridge(refs, target, genes)
+        rd = ridge(refs, target, genes, args.stain)
         t_rd = time.perf_counter() - t0
         per_gene[test] = pd.DataFrame({"histospace": hs, "ridge": rd})
         a, b = _summary(hs), _summary(rd)

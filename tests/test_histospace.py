@@ -294,3 +294,24 @@ def test_pl_histospace_measured_vs_predicted(trained, tmp_path):
         sf.pl.histospace(target, genes=["NOPE"])
     with pytest.raises(sf.KeyNotFoundError, match=r"run sf\.tl\.histospace"):
         sf.pl.histospace(target, key="other")
+
+
+@pytest.mark.her2st
+def test_her2st_tiles_cover_the_spots_and_predictions_run(c2):
+    from scipy.spatial import cKDTree
+
+    sdata = c2  # session fixture: work on a copy
+    out = sf.tl.tile_tissue(sdata, size_um=100, spacing=2, copy=True)
+    assert "tissue_tiles" not in sdata.shapes
+    tiles = get_spots(out, table_key=None, shapes_key="tissue_tiles", require_table=False)
+    spots = get_spots(out)
+    assert tiles.diameter == pytest.approx(spots.diameter, rel=1e-3)
+    # every spot under tissue has a tile within one spot spacing (200 µm)
+    d = cKDTree(tiles.centers).query(spots.centers)[0]
+    assert np.mean(d * spots.microns_per_pixel <= 200) > 0.95
+    assert 0.7 < tiles.n_obs / spots.n_obs < 1.6
+    model = sf.tl.histospace(out, genes=["GNAS", "ERBB2"], epochs=1, augment=False, return_model=True)
+    assert model.info["encoder_checksum"] != "random"
+    sf.tl.histospace(out, model=model, shapes_key="tissue_tiles", key_added="hs_tiles")
+    assert out.tables["hs_tiles"].shape == (tiles.n_obs, 2)
+    assert out.tables["histospace"].shape == (spots.n_obs, 2)
