@@ -245,7 +245,9 @@ def test_histospace_stain_normalisation_is_recorded_and_reapplied():
 
 def test_histospace_trains_on_target_itself_by_default():
     sdata = _toy(100, 3)
-    model = sf.tl.histospace(sdata, genes=["G030", "G031"], epochs=1, val_fraction=0.0, return_model=True, **FAST)
+    # bounded memory: tiles in a temporary file, encoder maps recomputed per batch
+    model = sf.tl.histospace(sdata, genes=["G030", "G031"], epochs=1, val_fraction=0.0, return_model=True,
+                             tile_ram_gb=0, cache_gb=0, **FAST)
     assert sdata.tables["histospace"].shape == (100, 2)
     assert model.info["train"]["n_val"] == 0 and model.info["references"] == ["toy_spots"]
 

@@ -172,6 +172,7 @@ def histospace(
     patience: int | None = 10,
     tta: bool = True,
     tile_ram_gb: float = 2.0,
+    cache_gb: float = 2.0,
     random_state: int = 0,
     device: str = "auto",
     model: HistoSPACE | None = None,
@@ -242,7 +243,11 @@ def histospace(
         counterpart of ``augment``; on HER2ST validation blocks it raised the mean per-gene r from 0.13
         to 0.15). Prediction costs 8× more; ``tta=False`` for very large slides on a CPU.
     tile_ram_gb
-        Training tiles beyond this size are kept in a temporary file instead of memory.
+        Training tiles beyond this size (GiB; 48 KiB per 128 px tile) are kept in a temporary file
+        instead of memory.
+    cache_gb
+        Memory for the frozen encoder's maps of the training tiles (float16, 64 KiB per tile and
+        rotation/flip); above it they are recomputed batch by batch.
     %(random_state)s
     %(device)s
     model
@@ -355,7 +360,7 @@ def histospace(
                                "references": [s.name for s in ref_spots], "layer": layer})
             model.fit(train_store, np.concatenate(Y_tr), val_tiles=val_store,
                       val_Y=np.concatenate(Y_val) if n_val else None, epochs=int(epochs), batch_size=int(batch_size),
-                      lr=lr, loss=loss, augment=augment, patience=patience)
+                      lr=lr, loss=loss, augment=augment, patience=patience, cache_gb=cache_gb)
         tile = model.info.get("tile", {"size": 1.0, "size_um": None, "stain": None})
         px = int(model.params["tile_px"])
 
