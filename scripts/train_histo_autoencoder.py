@@ -14,7 +14,7 @@ unchanged to 128 px tiles, and a 64 px crop trains four times faster on a CPU). 
 full 128 px tiles. Loss: mean squared reconstruction error of pixels in [0, 1]; Adam;
 ``stfuse.nn.train`` with a fixed seed.
 
-Usage (the shipped weights; ≈20 min on 2 CPU cores)::
+Usage (the shipped weights; about 6 min on 2 shared CPU cores)::
 
     STFUSE_DATA=../shared/data python scripts/train_histo_autoencoder.py
 """

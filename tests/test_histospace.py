@@ -8,7 +8,7 @@ import torch
 import stfuse as sf
 from stfuse._spots import get_spots
 from stfuse.models import HistoSPACE
-from stfuse.models.histospace import dihedral
+from stfuse.models._histospace import dihedral
 
 # small tiles and the random encoder keep these tests fast; the method is the same at 128 px
 FAST = {"tile_px": 32, "encoder_weights": "random"}

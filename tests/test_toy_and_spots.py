@@ -186,3 +186,12 @@ def test_spots_without_any_circles():
     empty = SpatialData(images=dict(sdata.images))
     with pytest.raises(sf.KeyNotFoundError, match="tile_tissue"):
         get_spots(empty, require_table=False)
+
+
+def test_spots_outside_image_refused(toy):
+    from spatialdata.transformations import Scale, set_transformation
+
+    # the image claims to cover only a quarter of the global space: most spots fall outside it
+    set_transformation(toy.images["toy_image"], Scale([0.25, 0.25], axes=("x", "y")), to_coordinate_system="global")
+    with pytest.raises(sf.InputError, match="lie outside image"):
+        get_spots(toy)

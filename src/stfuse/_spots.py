@@ -240,6 +240,16 @@ def get_spots(
             f"{int((~np.isfinite(spots.centers)).any(axis=1).sum())} spot centres of section {spots.name!r} "
             "are NaN or infinite; drop those spots (e.g. `sdata.tables[...] = table[mask].copy()`)."
         )
+    if spots.has_image:
+        h, w = spots.levels[0].shape_yx
+        x, y = spots.centers[:, 0], spots.centers[:, 1]
+        outside = (x < 0) | (y < 0) | (x > w) | (y > h)
+        if outside.any():
+            raise InputError(
+                f"{int(outside.sum())} of {spots.n_obs} spot centres of section {spots.name!r} lie outside image "
+                f"{spots.image_key or spots.library_id!r} ({w} x {h} px): wrong image, wrong scale factor, or a "
+                "missing transformation between the spots and the image?"
+            )
     if need_image:
         spots.require_image("This tool", fix=image_hint)
     return spots

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._errors import StfuseError
 
@@ -23,6 +26,98 @@ def _read_st(args: argparse.Namespace) -> str:
     sdata.write(out, overwrite=args.overwrite)
     t = sdata.tables["table"]
     return f"wrote {out}: {t.n_obs} spots, {t.n_vars} genes, images: {list(sdata.images)}"
+
+
+TOOLS = {"senca": "SENCA", "spacrd": "SpaCRD", "stmic": None, "histospace": "HistoSPACE"}
+_SKIP = {"copy", "return_model", "model", "reference"}
+
+
+def _parse_value(text: str) -> Any:
+    """Command-line text to a Python value: None/true/false, numbers, lists (a,b,c), else the string."""
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if "," in text:
+        return [_parse_value(t) for t in text.split(",") if t.strip()]
+    return text
+
+
+def _tool_options(parser: argparse.ArgumentParser, func: Any) -> list[str]:
+    """Add one option per keyword parameter of ``func`` (from its signature and type hints)."""
+    hints: dict[str, Any] = {}
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:
+        pass
+    names = []
+    for name, par in list(inspect.signature(func).parameters.items())[1:]:
+        if par.kind not in (par.KEYWORD_ONLY, par.POSITIONAL_OR_KEYWORD) or name in _SKIP:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = par.default
+        choices = [a for a in typing.get_args(hints.get(name)) if isinstance(a, str)] if name in hints else []
+        literal = typing.get_origin(hints.get(name)) is typing.Literal
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default)
+        elif literal and choices:
+            parser.add_argument(flag, dest=name, choices=choices, default=default, help=f"default {default!r}")
+        else:
+            parser.add_argument(flag, dest=name, type=_parse_value, default=default, help=f"default {default!r}")
+        names.append(name)
+    return names
+
+
+def _run(args: argparse.Namespace) -> str:
+    import spatialdata as sd
+
+    from . import models, tl
+
+    func = getattr(tl, args.tool)
+    src = Path(args.input)
+    if not src.exists():
+        raise FileNotFoundError(f"input {src} does not exist")
+    sdata = sd.read_zarr(src)
+    kwargs = {n: getattr(args, n) for n in args.tool_params}
+    sig = inspect.signature(func).parameters
+    if "reference" in sig and args.reference:
+        refs = [sd.read_zarr(r) for r in args.reference]
+        kwargs["reference"] = refs if len(refs) > 1 else refs[0]
+    if args.model:
+        kwargs["model"] = getattr(models, TOOLS[args.tool]).load(args.model)
+    if args.save_model:
+        kwargs["return_model"] = True
+    table_key = kwargs.get("table_key", "table")
+    before = set(sdata.tables)
+    cols_before = set(sdata.tables[table_key].obs.columns) if table_key in sdata.tables else set()
+    model = func(sdata, **kwargs)
+    if args.save_model and model is not None:
+        model.save(args.save_model, overwrite=True)
+    new_tables = sorted(set(sdata.tables) - before)
+    if args.out:
+        sdata.write(args.out, overwrite=args.overwrite)
+        where = args.out
+    else:  # update the input store in place: rewrite only the tables
+        for name in ([table_key] if table_key in before else []) + new_tables:
+            if name in before:
+                sdata.delete_element_from_disk(name)
+            sdata.write_element(name)
+        where = str(src)
+    added = sorted(set(sdata.tables[table_key].obs.columns) - cols_before) if table_key in sdata.tables else []
+    lines = [f"{args.tool}: wrote {where}"]
+    if added:
+        lines.append(f"  new obs columns: {added}")
+    if new_tables:
+        lines.append(f"  new tables: {new_tables}")
+    if args.save_model:
+        lines.append(f"  model saved to {args.save_model}")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> str:
@@ -52,6 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--section", help="section name (default: from the counts file name)")
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=_read_st)
+
+    run = sub.add_parser("run", help="run a tool on a SpatialData zarr")
+    tools = run.add_subparsers(dest="tool", required=True)
+    from . import tl
+
+    for name in TOOLS:
+        func = getattr(tl, name, None)
+        if func is None:
+            continue
+        summary = (func.__doc__ or "").strip().splitlines()[0] if func.__doc__ else name
+        t = tools.add_parser(name, help=summary, description=summary)
+        t.add_argument("input", help="SpatialData .zarr (updated in place unless --out)")
+        t.add_argument("--out", help="write the result to this new .zarr instead of updating the input")
+        t.add_argument("--overwrite", action="store_true", help="allow --out to replace an existing store")
+        if name != "stmic":
+            t.add_argument("--reference", nargs="+", help="labelled/measured reference .zarr store(s)")
+            t.add_argument("--model", help="directory of a saved model to apply (instead of training)")
+            t.add_argument("--save-model", help="save the trained model to this directory")
+        t.set_defaults(func=_run, tool_params=_tool_options(t, func), reference=None, model=None, save_model=None)
 
     d = sub.add_parser("demo", help="run the tools on HER2ST ($STFUSE_DATA) or the toy data; write zarr + figure")
     d.add_argument("--out", default="results/demo", help="output folder")

@@ -15,6 +15,8 @@ from ._stain import StainMethod, StainNormalizer
 
 __all__ = ["PatchBatch", "extract_patches", "fit_stain", "iter_patches", "patch_side_px"]
 
+#: side (level pixels) of the image tiles whose spots are read together (plus half a patch margin)
+READ_TILE = 1024
 #: spots sampled (evenly over the table) to fit a slide's stain normaliser
 STAIN_FIT_SPOTS = 128
 
@@ -103,9 +105,9 @@ def iter_patches(
 ) -> Iterator[PatchBatch]:
     """Yield :class:`PatchBatch` es of patches of ``side_px`` level-0 pixels (array-level API).
 
-    Spots are grouped by the image chunk holding their centre; each chunk (plus a margin of half a
-    patch) is read once, so the slide is never materialised and memory stays bounded by a few chunks
-    plus one batch. ``centers`` (``(n, 2)`` ``x, y`` in level-0 pixels) replaces the spot centres,
+    Spots are grouped by the image tile (whole chunks, at least 1024 px) holding their centre; the
+    bounding box of each group's patches is read once, so the slide is never materialised and memory
+    stays bounded by one tile (plus a margin of half a patch) and one batch. ``centers`` (``(n, 2)`` ``x, y`` in level-0 pixels) replaces the spot centres,
     e.g. to cut tiles between spots; ``index`` then refers to its rows. ``stain`` normalises the
     stains of every batch with one normaliser for the whole slide (fitted here by :func:`fit_stain`
     when given as a method name).
@@ -132,10 +134,12 @@ def iter_patches(
     y0 = np.floor(centres[:, 1] - n_side / 2.0 + 0.5).astype(np.int64)
     x0 = np.floor(centres[:, 0] - n_side / 2.0 + 0.5).astype(np.int64)
 
-    cy = arr.chunks[1][0]
-    cx = arr.chunks[2][0]
-    gy = np.clip((centres[:, 1] // cy).astype(np.int64), 0, max(len(arr.chunks[1]) - 1, 0))
-    gx = np.clip((centres[:, 0] // cx).astype(np.int64), 0, max(len(arr.chunks[2]) - 1, 0))
+    # group spots by read tiles of whole chunks, at least READ_TILE px: one dask compute per group (each
+    # compute costs ~10 ms of graph handling, so per-chunk groups of small chunks would dominate)
+    ty = arr.chunks[1][0] * max(1, -(-READ_TILE // arr.chunks[1][0]))
+    tx = arr.chunks[2][0] * max(1, -(-READ_TILE // arr.chunks[2][0]))
+    gy = np.clip(centres[:, 1] // ty, 0, max((H - 1) // ty, 0)).astype(np.int64)
+    gx = np.clip(centres[:, 0] // tx, 0, max((W - 1) // tx, 0)).astype(np.int64)
     order = np.lexsort((x0, y0, gx, gy))
 
     buf_idx: list[int] = []

@@ -45,7 +45,7 @@ class _DecodeOnce:
     def _load(self) -> np.ndarray:
         with self._lock:
             if self._array is None:
-                self._array = _decode(self.path).transpose(2, 0, 1)
+                self._array = _decode(self.path)
             return self._array
 
     def __getitem__(self, key):
@@ -112,7 +112,16 @@ def _check_complete(path: str) -> None:
         )
 
 
+#: rows copied out of the decoded image at a time (bounds the transient copy)
+_STRIP = 512
+
+
 def _decode(path: str) -> np.ndarray:
+    """Decode an image file into a C-contiguous ``(3, y, x)`` uint8 array.
+
+    Rows are copied out of the decoder strip by strip: peak memory is the decoder's buffer plus the
+    result (``np.asarray`` on a whole PIL image would add a third full copy, via ``tobytes``).
+    """
     from PIL import Image
 
     old = Image.MAX_IMAGE_PIXELS
@@ -125,7 +134,11 @@ def _decode(path: str) -> np.ndarray:
                 raise InputError(f"Image file {path!r} is corrupted or truncated ({e}).") from None
             if im.mode != "RGB":
                 im = im.convert("RGB")
-            arr = np.asarray(im)
+            w, h = im.size
+            arr = np.empty((3, h, w), np.uint8)
+            for y in range(0, h, _STRIP):
+                y1 = min(y + _STRIP, h)
+                arr[:, y:y1] = np.asarray(im.crop((0, y, w, y1))).transpose(2, 0, 1)
     finally:
         Image.MAX_IMAGE_PIXELS = old
     return arr

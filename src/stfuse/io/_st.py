@@ -165,6 +165,7 @@ def build_spatialdata(
             c_coords=["r", "g", "b"],
             transformations={"global": t},
             scale_factors=[2] * n_levels if n_levels else None,
+            chunks=tuple(int(c) for c in image.chunksize),
         )
     return SpatialData(images=images, shapes={shapes_key: shapes}, tables={K.TABLE: table})
 

@@ -1,6 +1,6 @@
 """Savable torch models: ``sf.models``."""
 
 from ._base import BaseModel
-from .histospace import HistoSPACE, HistoSPACEModule
+from ._histospace import HistoSPACE, HistoSPACEModule
 
 __all__ = ["BaseModel", "HistoSPACE", "HistoSPACEModule"]

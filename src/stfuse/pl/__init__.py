@@ -7,5 +7,6 @@ full-resolution image pixels, over an image level chosen for the figure size (``
 
 from ._histospace import histospace
 from ._spatial import compare, spots
+from ._stmic import stmic
 
-__all__ = ["compare", "histospace", "spots"]
+__all__ = ["compare", "histospace", "spots", "stmic"]

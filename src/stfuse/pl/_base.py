@@ -372,6 +372,7 @@ def _setup_axes(ax: Axes, box: tuple[float, float, float, float]) -> None:
     ax.set_xlim(box[0], box[2])
     ax.set_ylim(box[3], box[1])  # image rows grow downwards
     ax.set_aspect("equal")
+    ax.set_anchor("W")  # spare width of the grid cell goes to the right, where the legend is
     ax.set_xticks([])
     ax.set_yticks([])
     for side in ax.spines.values():

@@ -154,7 +154,7 @@ def compare(
         ``obs`` column with the ground truth (e.g. ``"label"`` or ``"cluster"``); without it, the
         domains are drawn without ARI.
     titles
-        Panel titles of the keys (default the keys); the ARI is appended.
+        Panel titles of the keys (default the keys); the ARI is appended (on a new line after long titles).
     image
         Draw the H&E image under the spots.
     image_panel
@@ -197,7 +197,7 @@ def compare(
         for i, v in enumerate(values):
             ok = usable.to_numpy() & v.notna().to_numpy()
             score = ari(t_values[ok], v[ok]) if ok.any() else float("nan")
-            head[i] = f"{head[i]}  ARI {score:.3f}"
+            head[i] = f"{head[i]}{chr(10) if len(head[i]) > 24 else '  '}ARI {score:.3f}"  # long titles: 2 lines
     with_image = image and image_panel and sp.has_image
     n = len(keys) + int(with_image) + int(t_values is not None)
     box = _base.crop_box(sp, crop)

@@ -1,6 +1,7 @@
-"""Tools: ``sf.tl``."""
+"""Tools: ``sf.tl`` (each writes its results into the user's table)."""
 
+from ._histospace import histospace
+from ._stmic import stmic, stmic_markers
 from ._tissue import tile_tissue
-from .histospace import histospace
 
-__all__ = ["histospace", "tile_tissue"]
+__all__ = ["histospace", "stmic", "stmic_markers", "tile_tissue"]

@@ -38,7 +38,7 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     Examples
     --------
     >>> import torch
-    >>> from stfuse.models.histospace import dihedral
+    >>> from stfuse.models._histospace import dihedral
     >>> x = torch.arange(4.0).view(1, 1, 2, 2)
     >>> dihedral(x, 1).flatten().tolist()
     [1.0, 3.0, 0.0, 2.0]

@@ -18,7 +18,7 @@ from .._errors import GeneMismatchError, InputError
 from .._spots import Spots, _spot_meta, get_spots, is_spatialdata
 from ..im import StainNormalizer
 from ..im._patches import fit_stain, iter_patches, patch_side_px
-from ..models.histospace import HistoSPACE
+from ..models._histospace import HistoSPACE
 
 __all__ = ["histospace"]
 
