@@ -22,9 +22,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -101,7 +103,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--finetune", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
+    p.add_argument("--rows-out", default=None, help="also save this run's per-fold rows and per-gene r (JSON)")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="do not run: report the folds saved by earlier --rows-out runs (e.g. folds run in parallel)")
     args = p.parse_args(argv)
+    if args.combine:
+        saved = [json.loads(Path(f).read_text()) for f in args.combine]
+        rows = [r for s in saved for r in s["rows"]]
+        rows.sort(key=lambda r: list(FOLDS).index(r["test"]))
+        return _report(rows, argparse.Namespace(**saved[0]["args"]), argv, args.no_write)
     sf.settings.verbosity = 1
     genes = panel()
     sections = {s: sf.datasets.her2st(s) for s in sorted({*args.folds, *C})}
@@ -129,6 +139,14 @@ def main(argv: list[str] | None = None) -> None:
                      "HS best epoch": float(np.asarray(best)[0]), "ridge alpha": rd.attrs["alpha"],
                      "HS s": round(t_hs), "ridge s": round(t_rd)})
         print(table(rows[-1:]), flush=True)
+        if args.rows_out:
+            Path(args.rows_out).write_text(json.dumps({
+                "args": {k: v for k, v in vars(args).items() if k not in ("combine", "rows_out", "no_write")},
+                "rows": rows, "per_gene": {k: v.to_dict() for k, v in per_gene.items()}}, default=float))
+    _report(rows, args, argv, args.no_write)
+
+
+def _report(rows: list[dict], args: argparse.Namespace, argv: list[str] | None, no_write: bool) -> None:
     loso = [r for r in rows if r["test"] in C]
     summary = []
     if loso:
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         "Published reference points (HER2ST, HistoSPACE paper): GNAS ≈ 0.56, HLA-B 0.36–0.42."
     )
     cmd = "STFUSE_DATA=../shared/data python -m benchmarks.eval_histospace_her2st " + shlex.join(argv or sys.argv[1:])
-    if args.no_write:
+    if no_write:
         print(body)
     else:
         append_results("HistoSPACE expression prediction on HER2ST (785 genes)", body, cmd.strip())

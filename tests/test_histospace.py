@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,6 +55,13 @@ def test_model_save_load_roundtrip_and_determinism(tmp_path):
     assert not np.array_equal(other.predict(tiles), p)
     with pytest.raises(sf.InputError, match="not empty"):
         m.save(tmp_path / "m")
+    # a fresh process loads the saved model and predicts the same values
+    np.save(tmp_path / "tiles.npy", tiles)
+    code = ("import sys, numpy as np; from stfuse.models import HistoSPACE; "
+            "m = HistoSPACE.load(sys.argv[1], device='cpu'); np.save(sys.argv[3], m.predict(np.load(sys.argv[2])))")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "m"), str(tmp_path / "tiles.npy"),
+                    str(tmp_path / "p.npy")], check=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), p)
 
 
 def test_model_frozen_vs_finetuned_encoder():
@@ -312,8 +322,9 @@ def test_her2st_tiles_cover_the_spots_and_predictions_run(c2):
     d = cKDTree(tiles.centers).query(spots.centers)[0]
     assert np.mean(d * spots.microns_per_pixel <= 200) > 0.95
     assert 0.7 < tiles.n_obs / spots.n_obs < 1.6
-    model = sf.tl.histospace(out, genes=["GNAS", "ERBB2"], epochs=1, augment=False, return_model=True)
+    model = sf.tl.histospace(out, genes=["GNAS", "ERBB2"], epochs=1, augment=False, tta=False,
+                             return_model=True)
     assert model.info["encoder_checksum"] != "random"
-    sf.tl.histospace(out, model=model, shapes_key="tissue_tiles", key_added="hs_tiles")
+    sf.tl.histospace(out, model=model, shapes_key="tissue_tiles", key_added="hs_tiles", tta=False)
     assert out.tables["hs_tiles"].shape == (tiles.n_obs, 2)
     assert out.tables["histospace"].shape == (spots.n_obs, 2)
