@@ -9,7 +9,7 @@ so it is never held whole.
 
 from __future__ import annotations
 
-import sys
+import os
 
 import stfuse as sf
 
@@ -18,7 +18,10 @@ from ._util import append_results, measure, table
 N_GENES = 50
 
 
-def main(sizes: tuple[int, ...] = (5_000, 50_000)) -> None:
+def main(sizes: tuple[int, ...] | None = None) -> None:
+    """Train and predict on toy sections of ``sizes`` spots (``STFUSE_BENCH_SIZES="5000,50000"`` by default)."""
+    if sizes is None:
+        sizes = tuple(int(s) for s in os.environ.get("STFUSE_BENCH_SIZES", "5000,50000").split(","))
     sf.settings.verbosity = 0
     rows = []
     for n in sizes:
@@ -32,7 +35,7 @@ def main(sizes: tuple[int, ...] = (5_000, 50_000)) -> None:
         t_fit, m_fit, model = measure(fit)
 
         def predict(sdata=sdata, model=model):
-            sf.tl.histospace(sdata, model=model, device="cpu")
+            sf.tl.histospace(sdata, model=model, tta=False, device="cpu")
 
         t_pred, m_pred, _ = measure(predict)
         rows.append({"spots": n, "genes": N_GENES, "train 1 epoch (s)": t_fit, "train peak MiB": m_fit,
@@ -42,13 +45,14 @@ def main(sizes: tuple[int, ...] = (5_000, 50_000)) -> None:
         print(table(rows[-1:]), flush=True)
     body = table(rows) + (
         "\n\nToy sections (`sf.datasets.toy(n, spot_diameter_px=12)`, tiles resized to 128 px), frozen shipped "
-        "encoder, no augmentation, CPU. Training time includes tile extraction and the encoder maps (computed "
+        "encoder, no augmentation, prediction without test-time augmentation (`tta=False`; the default "
+        "`tta=True` costs 8× the encoder time at the same memory), CPU. Training time includes tile extraction and the encoder maps (computed "
         "once; above `cache_gb`=2 GiB they are recomputed per batch instead of cached). Prediction extracts, "
         "encodes and predicts 128 tiles at a time, so its memory beyond the output (predictions stored twice: "
         "the new table and `obsm`, column 'output MiB') does not grow with the number of spots."
     )
     append_results("HistoSPACE training / prediction time and memory", body,
-                   "python -m benchmarks.run histospace " + " ".join(sys.argv[2:]))
+                   f"STFUSE_BENCH_SIZES={','.join(map(str, sizes))} python -m benchmarks.run histospace")
 
 
 if __name__ == "__main__":

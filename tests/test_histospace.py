@@ -230,6 +230,10 @@ def test_histospace_bad_input_leaves_object_unchanged(trained):
         sf.tl.histospace(target, model=model, genes=["G001"])
     with pytest.raises(sf.InputError, match="epochs"):
         sf.tl.histospace(target, ref, epochs=0)
+    with pytest.raises(sf.InputError, match="loss must be"):
+        sf.tl.histospace(target, ref, loss="l1")
+    with pytest.raises(sf.InputError, match="lr must be"):
+        sf.tl.histospace(target, ref, lr=0)
     blank = _toy(100, 0)
     del blank.tables["table"]
     with pytest.raises(sf.InputError, match="no expression to train on"):

@@ -295,6 +295,12 @@ def histospace(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if not isinstance(value, int | np.integer) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    if loss not in ("huber", "mse"):
+        raise InputError(f"loss must be 'huber' or 'mse', got {loss!r}.")
+    if not (isinstance(lr, int | float) and lr > 0):
+        raise InputError(f"lr must be a positive number, got {lr!r}.")
+    if not isinstance(key_added, str) or not key_added:
+        raise InputError(f"key_added must be a non-empty string, got {key_added!r}.")
     if not 0.0 <= val_fraction < 0.9:
         raise InputError(f"val_fraction must be in [0, 0.9), got {val_fraction}.")
     if stain not in (None, "macenko", "reinhard"):
