@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-bench
 
 docs: $(VENV)/.installed-doc
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	$(PY) scripts/check_links.py docs/_build/html
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .

@@ -84,6 +84,8 @@ class Spots:
     image_key: str | None = None
     library_id: str | None = None
     table_in_data: bool = True
+    unplaced_images: tuple[str, ...] = ()
+    """Images of the SpatialData that share no coordinate system with the spots (so were not used)."""
 
     # --- geometry ------------------------------------------------------------------------------
     @property
@@ -102,6 +104,13 @@ class Spots:
     def require_image(self, what: str, *, fix: str) -> None:
         """Raise :class:`InputError` when there is no image; ``what`` needs one, ``fix`` says what to do."""
         if not self.has_image:
+            if self.unplaced_images:
+                raise InputError(
+                    f"{what} needs an H&E image, but the image(s) {list(self.unplaced_images)} share no coordinate "
+                    f"system with the spots {self.name!r}, so stfuse cannot place the spots on them. Add a "
+                    "transformation with spatialdata.transformations.set_transformation(image, ..., "
+                    "to_coordinate_system=<the spots' coordinate system>)."
+                )
             raise InputError(f"{what} needs an H&E image, but section {self.name!r} has none. {fix}")
 
     def spacing(self) -> float:
@@ -235,6 +244,12 @@ def get_spots(
         )
     if spots.n_obs == 0:
         raise InputError(f"The table of section {spots.name!r} has no spots (0 rows).")
+    if spots.table.obs_names.has_duplicates:
+        dup = spots.table.obs_names[spots.table.obs_names.duplicated()].unique()[:3].tolist()
+        raise InputError(
+            f"The table of section {spots.name!r} has duplicated spot names (e.g. {dup}); results are written per "
+            "spot, so names must be unique: table.obs_names_make_unique() or fix the spot ids."
+        )
     if not np.all(np.isfinite(spots.centers)):
         raise InputError(
             f"{int((~np.isfinite(spots.centers)).any(axis=1).sum())} spot centres of section {spots.name!r} "
@@ -400,9 +415,10 @@ def _geometry(sdata: SpatialData, table: AnnData, shapes: Any, pos: np.ndarray, 
     diameter = float(np.median(2.0 * radius)) * scale if len(radius) else 0.0
     diam_um = _spot_meta(sdata, table, shapes_key).get("spot_diameter_um")
     mpp = float(diam_um) / diameter if diam_um and diameter > 0 else None
+    unplaced = () if image_key is not None else tuple(sdata.images.keys())
     return Spots(
         data=sdata, table=table, centers=xy, diameter=diameter, microns_per_pixel=mpp, levels=levels,
-        table_key=table_key, shapes_key=shapes_key, image_key=image_key,
+        table_key=table_key, shapes_key=shapes_key, image_key=image_key, unplaced_images=unplaced,
     )
 
 

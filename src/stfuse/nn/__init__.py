@@ -3,13 +3,12 @@
 from ._attention import NeighbourhoodCrossAttention, neighbourhood_tokens
 from ._blocks import ConvAutoencoder, ConvDecoder, ConvEncoder, mlp
 from ._losses import info_nce, nt_xent
-from ._train import History, seeded, train
+from ._train import seeded, train
 
 __all__ = [
     "ConvAutoencoder",
     "ConvDecoder",
     "ConvEncoder",
-    "History",
     "NeighbourhoodCrossAttention",
     "info_nce",
     "mlp",

@@ -20,7 +20,19 @@ History = dict[str, list[float]]
 
 @contextmanager
 def seeded(seed: int, device: str = "cpu"):
-    """Seed torch (and CUDA when used) inside the block without disturbing the caller's RNG state."""
+    """Seed torch (and CUDA when used) inside the block without disturbing the caller's RNG state.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from stfuse.nn import seeded
+    >>> with seeded(0):
+    ...     a = torch.rand(2)
+    >>> with seeded(0):
+    ...     b = torch.rand(2)
+    >>> bool((a == b).all())
+    True
+    """
     devices = [torch.device(device).index or 0] if str(device).startswith("cuda") else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))

@@ -1,0 +1,45 @@
+"""Build a tutorial notebook from a list of (kind, source) cells and execute it in place.
+
+Used to write ``tutorials/*.ipynb``: ``python scripts/nb.py build SPEC.py OUT.ipynb`` where SPEC.py defines
+``CELLS = [("md", "..."), ("code", "..."), ...]``; ``python scripts/nb.py run OUT.ipynb`` executes it in place
+(outputs committed). ``STFUSE_TUTORIAL_QUICK=1`` runs the quick mode the test suite uses.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+
+def build(spec: str, out: str) -> None:
+    import nbformat
+
+    cells = runpy.run_path(spec)["CELLS"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(s.strip()) if k == "md" else nbformat.v4.new_code_cell(s.strip())
+                for k, s in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, out)
+
+
+def run(path: str, timeout: int = 3600) -> None:
+    import tempfile
+
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    with tempfile.TemporaryDirectory() as work:  # files the tutorial writes do not land in the repository
+        nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": work}}).execute()
+    for cell in nb.cells:  # progress bars and widget warnings are noise in the rendered page
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr"
+                                                           and ("it/s]" in o.text or "s/it]" in o.text
+                                                                or "IProgress" in o.text or not o.text.strip()))]
+    nbformat.write(nb, path)
+
+
+if __name__ == "__main__":
+    cmd, *args = sys.argv[1:]
+    {"build": build, "run": run}[cmd](*args)

@@ -1,0 +1,56 @@
+"""Every tool with tiny settings, for the generic reliability tests (round trip, interruption, determinism).
+
+Each entry: ``run(sdata, references, **kw)`` calls the tool on ``sdata`` (``references`` are other toy
+sections for the transfer tools), ``obs``/``obsm`` keys it writes, and ``plot(sdata)`` draws its plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+import stfuse as sf
+
+
+@dataclass
+class Tool:
+    run: Callable[..., Any]
+    obs: list[str] = field(default_factory=list)
+    obsm: list[str] = field(default_factory=list)
+    uns: list[str] = field(default_factory=list)
+    plot: Callable[[Any], Any] | None = None
+    trains: bool = False  # has a torch training loop
+
+
+TOOLS: dict[str, Tool] = {
+    "stmic": Tool(run=lambda s, refs, **kw: sf.tl.stmic(s, n_clusters=4, **kw), obs=["stmic"], obsm=["X_stmic"],
+                  uns=["stmic"], plot=lambda s: sf.pl.stmic(s, truth="region")),
+}
+
+
+def assert_unchanged(before: Any, after: Any) -> None:
+    assert set(after.tables) == set(before.tables)
+    assert set(after.images) == set(before.images) and set(after.shapes) == set(before.shapes)
+    for k, b in before.tables.items():
+        a = after.tables[k]
+        assert a.shape == b.shape
+        xa, xb = (m.toarray() if sparse.issparse(m) else np.asarray(m) for m in (a.X, b.X))
+        assert np.array_equal(xa, xb, equal_nan=True)
+        pd.testing.assert_frame_equal(a.obs, b.obs)
+        pd.testing.assert_frame_equal(a.var, b.var)
+        assert list(a.obs_names) == list(b.obs_names) and list(a.var_names) == list(b.var_names)
+        assert set(a.obsm) == set(b.obsm) and set(a.obsp) == set(b.obsp) and set(a.layers) == set(b.layers)
+        assert set(a.uns) == set(b.uns)
+    for k, b in before.shapes.items():
+        assert after.shapes[k].geometry.equals(b.geometry) or (
+            after.shapes[k].geometry.is_empty.equals(b.geometry.is_empty))
+    from spatialdata.transformations import get_transformation
+
+    for k in before.images:
+        assert repr(get_transformation(after.images[k], get_all=True)) == repr(
+            get_transformation(before.images[k], get_all=True))
