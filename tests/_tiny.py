@@ -30,6 +30,10 @@ class Tool:
 TOOLS: dict[str, Tool] = {
     "stmic": Tool(run=lambda s, refs, **kw: sf.tl.stmic(s, n_clusters=4, **kw), obs=["stmic"], obsm=["X_stmic"],
                   uns=["stmic"], plot=lambda s: sf.pl.stmic(s, truth="region")),
+    "histospace": Tool(run=lambda s, refs, **kw: sf.tl.histospace(s, refs, genes=["G030", "G031"], epochs=1, tile_px=32,
+                                                                  encoder_weights="random", tta=False, **kw),
+                       obsm=["X_histospace_pred"], uns=["histospace"],
+                       plot=lambda s: sf.pl.histospace(s, genes=["G030"]), trains=True),
 }
 
 

@@ -310,6 +310,10 @@ def histospace(
 
     spots = get_spots(target, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=True,
                       image_hint=_IMAGE_HINT, require_table=False)
+    tables = list(getattr(target, "tables", {}))
+    if model is None and not refs and tables and table_key not in tables:
+        # nothing else to train on, so the table was meant to exist: refuse, naming the tables there are
+        get_spots(target, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
     if model is None and not refs:
         if not spots.table_in_data or spots.table.n_vars == 0:
             raise InputError(
