@@ -27,9 +27,16 @@ class Tool:
     trains: bool = False  # has a torch training loop
 
 
+#: SpaCRD with tiny widths and few epochs
+SPACRD_TINY: dict[str, Any] = {"epochs": 3, "pretrain_epochs": 1, "n_top_genes": 40, "batch_size": 64, "device": "cpu",
+                               "dim": 16, "hidden": (32,), "heads": 2, "vae_hidden": (16,), "latent": 4}
+
 TOOLS: dict[str, Tool] = {
     "stmic": Tool(run=lambda s, refs, **kw: sf.tl.stmic(s, n_clusters=4, **kw), obs=["stmic"], obsm=["X_stmic"],
                   uns=["stmic"], plot=lambda s: sf.pl.stmic(s, truth="region")),
+    "spacrd": Tool(run=lambda s, refs, **kw: sf.tl.spacrd(s, refs, use_image=False, **SPACRD_TINY, **kw),
+                   obs=["spacrd", "spacrd_score"], uns=["spacrd"], plot=lambda s: sf.pl.spacrd(s, truth="cancer"),
+                   trains=True),
     "histospace": Tool(run=lambda s, refs, **kw: sf.tl.histospace(s, refs, genes=["G030", "G031"], epochs=1, tile_px=32,
                                                                   encoder_weights="random", tta=False, **kw),
                        obsm=["X_histospace_pred"], uns=["histospace"],

@@ -13,13 +13,18 @@ import torch
 from scipy import sparse
 
 import stfuse as sf
-from _tiny import assert_unchanged
+from _tiny import SPACRD_TINY, assert_unchanged
 
 # ---------------------------------------------------------------- the tools, with tiny settings
 
 
 def _stmic(s, **kw):
     return sf.tl.stmic(s, **{"n_clusters": 3, **kw})
+
+
+def _spacrd(s, **kw):
+    ref = sf.datasets.toy(n_spots=120, n_genes=80, seed=6)
+    return sf.tl.spacrd(s, ref, **{**SPACRD_TINY, **kw})
 
 
 def _embed(s, **kw):
@@ -42,10 +47,10 @@ def _plot(s, **kw):
     return sf.pl.spots(s, "region", **kw)
 
 
-TOOLS: dict[str, Callable[..., Any]] = {"stmic": _stmic, "embed": _embed, "spatial_graph": _graph,
+TOOLS: dict[str, Callable[..., Any]] = {"stmic": _stmic, "spacrd": _spacrd, "embed": _embed, "spatial_graph": _graph,
                                         "extract_patches": _patches, "pl.spots": _plot, "histospace": _histospace}
-IMAGE_TOOLS = {"stmic", "embed", "extract_patches", "histospace"}
-COUNT_TOOLS = {"stmic", "histospace"}
+IMAGE_TOOLS = {"stmic", "spacrd", "embed", "extract_patches", "histospace"}
+COUNT_TOOLS = {"stmic", "spacrd", "histospace"}
 CLUSTER_TOOLS = {"stmic"}
 
 # ---------------------------------------------------------------- the corruptions: mutate, return extra kwargs
@@ -172,7 +177,7 @@ CORRUPTIONS: dict[str, tuple[Callable, str, set[str] | None]] = {
     "other_coordinate_system": (other_coordinate_system, "coordinate system", IMAGE_TOOLS),
     "outside_image": (outside_image, "lie outside image", IMAGE_TOOLS),
     "nan_centres": (nan_centres, "NaN or infinite", None),
-    "wrong_encoder": (wrong_encoder, r"must return \(batch, features\)", {"stmic", "embed"}),
+    "wrong_encoder": (wrong_encoder, r"must return \(batch, features\)", {"stmic", "spacrd", "embed"}),
     "too_many_clusters": (too_many_clusters, "n_clusters", CLUSTER_TOOLS),
     "too_many_neighbours": (too_many_neighbours, "n_neighs", {"spatial_graph"}),
     "not_sdata": (not_sdata, "SpatialData or .*AnnData", None),

@@ -81,3 +81,28 @@ def test_check_counts_empty_spots(toy):
     t.X = sparse.csr_matrix(X)
     with pytest.raises(sf.InputError, match="no counts at all"):
         sf.pp.check_counts(t)
+
+
+def test_prepare_expression_minmax_per_section():
+    t = sf.datasets.toy(n_spots=100, seed=0).tables["table"]
+    e = sf.pp.prepare_expression(t, scale="minmax")
+    varying = e.X.max(axis=0) > e.X.min(axis=0)
+    assert np.allclose(e.X.min(axis=0), 0) and np.allclose(e.X.max(axis=0)[varying], 1)
+    ref = sf.pp.prepare_expression(t)
+    lo, hi = ref.X.min(axis=0), ref.X.max(axis=0)
+    np.testing.assert_allclose(e.X[:, varying], ((ref.X - lo) / (hi - lo))[:, varying], rtol=1e-5, atol=1e-6)
+    with pytest.raises(sf.InputError, match="scale"):
+        sf.pp.prepare_expression(t, scale="robust")
+
+
+def test_shared_hvg_over_several_tables():
+    a = sf.datasets.toy(n_spots=120, seed=0).tables["table"]
+    b = sf.datasets.toy(n_spots=120, seed=1).tables["table"][:, 10:].copy()
+    genes = sf.pp.shared_hvg(a, b, n_top_genes=30)
+    assert len(genes) == 30 and set(genes) <= set(b.var_names)
+    assert genes == [g for g in b.var_names if g in set(genes)]  # in the order of the candidates
+    # the toy marker programmes (G000-G044) vary most
+    assert sum(int(g[1:]) < 45 for g in genes) >= 25
+    assert sf.pp.shared_hvg(a, b, n_top_genes=10_000) == sf.pp.common_genes(a, b)
+    with pytest.raises(sf.GeneMismatchError, match="share no gene"):
+        sf.pp.shared_hvg(a, b, genes=[])

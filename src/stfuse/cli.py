@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> str:
 def _demo(args: argparse.Namespace) -> str:
     from ._demo import run_demo
 
-    return run_demo(Path(args.out), quick=args.quick)
+    return run_demo(Path(args.out), quick=args.quick, data=args.data)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the tools on HER2ST ($STFUSE_DATA) or the toy data; write zarr + figure")
     d.add_argument("--out", default="results/demo", help="output folder")
     d.add_argument("--quick", action="store_true", help="fewer epochs (a smoke test)")
+    d.add_argument("--data", choices=["auto", "her2st", "toy"], default="auto",
+                   help="HER2ST (from $STFUSE_DATA, downloaded when absent) or the synthetic toy; auto: HER2ST, else toy")
     d.set_defaults(func=_demo)
     return p
 

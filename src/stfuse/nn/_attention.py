@@ -94,9 +94,11 @@ class NeighbourhoodCrossAttention(nn.Module):
         valid = tokens >= 0
         safe = tokens.clamp(min=0)
         q = self.q(query[centres]).view(m, h, 1, dh)
-        kv = keyvalue[safe.reshape(-1)]
-        k = self.k(kv).view(m, t, h, dh).transpose(1, 2)
-        v = self.v(kv).view(m, t, h, dh).transpose(1, 2)
+        # project each distinct key/value row once, then gather (a row is a token of up to 1 + k spots)
+        used, inverse = torch.unique(safe.reshape(-1), return_inverse=True)
+        kv = keyvalue[used]
+        k = self.k(kv)[inverse].view(m, t, h, dh).transpose(1, 2)
+        v = self.v(kv)[inverse].view(m, t, h, dh).transpose(1, 2)
         scores = (q @ k.transpose(-1, -2)).squeeze(2) / dh**0.5  # (m, h, t)
         scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
         att = torch.softmax(scores, dim=-1)

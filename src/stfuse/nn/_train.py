@@ -58,6 +58,7 @@ def train(
     patience: int | None = None,
     min_delta: float = 0.0,
     grad_clip: float | None = None,
+    fused: bool = False,
     desc: str = "training",
 ) -> History:
     """Train ``module`` with Adam and return the per-epoch history of every loss term.
@@ -87,6 +88,10 @@ def train(
         ``min_delta`` for this many epochs, and restore the best weights.
     grad_clip
         Clip the gradient norm.
+    fused
+        Use PyTorch's fused Adam (one pass over the parameters; several times faster on CPU for
+        large layers, numerically slightly different from the default implementation). Falls back
+        to the default where the device does not support it.
     desc
         Progress-bar text.
 
@@ -107,7 +112,14 @@ def train(
     3
     """
     params = [p for p in (params if params is not None else module.parameters()) if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    opt = None
+    if fused:
+        try:
+            opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            opt = None
+    if opt is None:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     history: History = {}
     best, best_state, best_epoch, waited = math.inf, None, -1, 0
     gen = torch.Generator().manual_seed(int(seed))

@@ -6,7 +6,8 @@ full-resolution image pixels, over an image level chosen for the figure size (``
 """
 
 from ._histospace import histospace
+from ._spacrd import spacrd
 from ._spatial import compare, spots
 from ._stmic import stmic
 
-__all__ = ["compare", "histospace", "spots", "stmic"]
+__all__ = ["compare", "histospace", "spacrd", "spots", "stmic"]

@@ -12,7 +12,7 @@ from scipy import sparse
 
 from .._errors import GeneMismatchError, InputError
 
-__all__ = ["Expression", "check_counts", "common_genes", "prepare_expression"]
+__all__ = ["Expression", "check_counts", "common_genes", "prepare_expression", "shared_hvg"]
 
 
 @dataclass
@@ -104,7 +104,7 @@ def prepare_expression(
     log1p: bool = True,
     n_top_genes: int | None = None,
     flavor: Literal["seurat", "cell_ranger", "seurat_v3"] = "seurat",
-    scale: bool = False,
+    scale: bool | Literal["standard", "minmax"] = False,
     max_value: float | None = None,
 ) -> Expression:
     """Filter, normalise, log-transform and select genes on a copy of ``table``.
@@ -129,9 +129,11 @@ def prepare_expression(
     flavor
         HVG flavour.
     scale
-        Scale each gene to unit variance and zero mean (clipped at ``max_value``).
+        ``True`` or ``"standard"``: each gene to zero mean and unit variance (clipped at ``max_value``).
+        ``"minmax"``: each gene to [0, 1] over the spots of this table (SpaCRD's per-section scaling;
+        constant genes become 0).
     max_value
-        Clip after scaling.
+        Clip after standard scaling.
 
     Returns
     -------
@@ -179,7 +181,14 @@ def prepare_expression(
             hv = a.var["highly_variable"].to_numpy()
         a = a[:, hv].copy()
     dense = np.asarray(a.X.toarray() if sparse.issparse(a.X) else a.X, dtype=np.float32)
-    if scale:
+    if scale not in (False, True, "standard", "minmax"):
+        raise InputError(f"scale must be False, True, 'standard' or 'minmax', got {scale!r}.")
+    if scale == "minmax":
+        lo = dense.min(axis=0)
+        span = dense.max(axis=0) - lo
+        span[span == 0] = np.inf
+        dense = (dense - lo) / span
+    elif scale:
         mu = dense.mean(axis=0)
         sd = dense.std(axis=0)
         sd[sd == 0] = 1.0
@@ -187,3 +196,67 @@ def prepare_expression(
         if max_value is not None:
             np.clip(dense, -max_value, max_value, out=dense)
     return Expression(X=dense, genes=a.var_names.tolist())
+
+
+def shared_hvg(
+    *tables: Any,
+    genes: Sequence[str] | None = None,
+    n_top_genes: int = 3000,
+    layer: str | None = None,
+    target_sum: float | None = 1e4,
+    flavor: Literal["seurat", "cell_ranger"] = "seurat",
+) -> list[str]:
+    """Highly variable genes of several sections taken together (e.g. the reference sections of a model).
+
+    Each table is normalised on its own (library size over all its genes, ``log1p``), the tables are
+    stacked on ``genes`` and :func:`scanpy.pp.highly_variable_genes` runs with one batch per table, so
+    genes variable in many sections rank first and a section-specific shift is not mistaken for
+    variability.
+
+    Parameters
+    ----------
+    *tables
+        AnnData tables with raw counts.
+    genes
+        Candidate genes (default: :func:`common_genes` of the tables).
+    n_top_genes
+        Number of genes to keep; all candidates are returned when there are fewer.
+    layer
+        Counts layer instead of ``X``.
+    target_sum
+        Library-size normalisation target (``None``: skip).
+    flavor
+        HVG flavour on log data (``"seurat"``: normalised dispersion).
+
+    Returns
+    -------
+    The selected gene names, in the order of ``genes``.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> a = sf.datasets.toy(n_spots=100, seed=0).tables["table"]
+    >>> b = sf.datasets.toy(n_spots=100, seed=1).tables["table"]
+    >>> len(sf.pp.shared_hvg(a, b, n_top_genes=40))
+    40
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    if not tables:
+        raise InputError("shared_hvg needs at least one table.")
+    genes = common_genes(*tables) if genes is None else list(genes)
+    if not genes:
+        raise GeneMismatchError("The tables share no gene.")
+    parts = []
+    for i, t in enumerate(tables):
+        e = prepare_expression(t, genes=genes, layer=layer, target_sum=target_sum, log1p=True)
+        parts.append(ad.AnnData(X=e.X, obs=pd.DataFrame({"batch": str(i)}, index=[f"{i}_{j}" for j in range(len(e.X))])))
+    if n_top_genes >= len(genes):
+        return list(genes)
+    a = ad.concat(parts, index_unique=None)
+    a.var_names = genes
+    sc.pp.highly_variable_genes(a, n_top_genes=int(n_top_genes), flavor=flavor,
+                                batch_key="batch" if len(tables) > 1 else None)
+    hv = a.var["highly_variable"].to_numpy()
+    return [g for g, keep in zip(genes, hv) if keep]
