@@ -40,6 +40,10 @@ TOOLS: dict[str, Tool] = {
     "spacrd": Tool(run=lambda s, refs, **kw: sf.tl.spacrd(s, refs, use_image=False, **SPACRD_TINY, **kw),
                    obs=["spacrd", "spacrd_score"], uns=["spacrd"], plot=lambda s: sf.pl.spacrd(s, truth="cancer"),
                    trains=True),
+    "histospace": Tool(run=lambda s, refs, **kw: sf.tl.histospace(s, refs, genes=["G030", "G031"], epochs=1, tile_px=32,
+                                                                  encoder_weights="random", tta=False, **kw),
+                       obsm=["X_histospace_pred"], uns=["histospace"],
+                       plot=lambda s: sf.pl.histospace(s, genes=["G030"]), trains=True),
 }
 
 

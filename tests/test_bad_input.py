@@ -43,14 +43,19 @@ def _patches(s, **kw):
     return list(sf.im.extract_patches(s, size_px=16, **kw))
 
 
+def _histospace(s, **kw):
+    return sf.tl.histospace(s, genes=["G030", "G031"], epochs=1, tile_px=32, encoder_weights="random", tta=False, **kw)
+
+
 def _plot(s, **kw):
     return sf.pl.spots(s, "region", **kw)
 
 
-TOOLS: dict[str, Callable[..., Any]] = {"stmic": _stmic, "senca": _senca, "spacrd": _spacrd, "embed": _embed,
-                                        "spatial_graph": _graph, "extract_patches": _patches, "pl.spots": _plot}
-IMAGE_TOOLS = {"stmic", "senca", "spacrd", "embed", "extract_patches"}
-COUNT_TOOLS = {"stmic", "senca", "spacrd"}
+TOOLS: dict[str, Callable[..., Any]] = {"stmic": _stmic, "senca": _senca, "spacrd": _spacrd, "histospace": _histospace,
+                                        "embed": _embed, "spatial_graph": _graph, "extract_patches": _patches,
+                                        "pl.spots": _plot}
+IMAGE_TOOLS = {"stmic", "senca", "spacrd", "embed", "extract_patches", "histospace"}
+COUNT_TOOLS = {"stmic", "senca", "spacrd", "histospace"}
 CLUSTER_TOOLS = {"stmic", "senca"}
 
 # ---------------------------------------------------------------- the corruptions: mutate, return extra kwargs

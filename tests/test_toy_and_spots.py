@@ -159,6 +159,35 @@ def test_settings():
     sf.settings.verbosity = old
 
 
+def test_spots_from_circles_without_table(toy):
+    s = get_spots(toy, table_key="nope", require_table=False)
+    assert not s.table_in_data and s.shapes_key == "toy_spots" and s.n_obs == 400
+    assert s.table.n_vars == 0 and s.table.obs[K.INSTANCE_KEY].tolist() == list(range(400))
+    assert np.allclose(s.centers, toy.tables["table"].obsm["spatial"])
+    assert s.microns_per_pixel == pytest.approx(55 / 24)  # found in the table annotating the circles
+    assert s.has_image
+    # a table that annotates other circles: the given circles are used on their own
+    toy.shapes["other"] = toy.shapes["toy_spots"].iloc[:10]
+    s2 = get_spots(toy, shapes_key="other", require_table=False)
+    assert s2.n_obs == 10 and not s2.table_in_data
+    with pytest.raises(sf.KeyNotFoundError, match="not shapes 'other'"):
+        get_spots(toy, shapes_key="other")
+    with pytest.raises(sf.KeyNotFoundError, match="Several circles"):
+        get_spots(toy, table_key="nope", require_table=False)
+    # results of such spots can only be written as new tables
+    with pytest.raises(sf.InputError, match="only be written as new tables"):
+        s2.write("x", obs={"x": np.zeros(10)})
+
+
+def test_spots_without_any_circles():
+    from spatialdata import SpatialData
+
+    sdata = sf.datasets.toy(n_spots=100)
+    empty = SpatialData(images=dict(sdata.images))
+    with pytest.raises(sf.KeyNotFoundError, match="tile_tissue"):
+        get_spots(empty, require_table=False)
+
+
 def test_spots_outside_image_refused(toy):
     from spatialdata.transformations import Scale, set_transformation
 

@@ -66,6 +66,11 @@ class Spots:
         Microns per level-0 pixel, or ``None`` when the physical spot size is unknown.
     levels
         Image levels, finest first (empty without an image).
+    table_in_data
+        ``False`` when the spots were resolved from a shapes element that no table annotates
+        (``get_spots(..., require_table=False)``): :attr:`table` is then a new, empty table (one row
+        per circle, no genes) that is not part of :attr:`data`, and :meth:`write` accepts only
+        ``tables=``.
     """
 
     data: Any
@@ -78,6 +83,7 @@ class Spots:
     shapes_key: str | None = None
     image_key: str | None = None
     library_id: str | None = None
+    table_in_data: bool = True
     unplaced_images: tuple[str, ...] = ()
     """Images of the SpatialData that share no coordinate system with the spots (so were not used)."""
 
@@ -144,8 +150,13 @@ class Spots:
         :class:`stfuse.im.ImageFeatures` computed on the way: they refresh the embedding cache
         (``obsm`` + ``uns["stfuse_embeddings"]``) without a warning.
         """
+        if not self.table_in_data and (obs or obsm or obsp or uns or embeddings):
+            raise InputError(
+                f"Spots {self.name!r} have no table in the object, so results can only be written as new tables "
+                "(tables=...), not to obs/obsm/obsp/uns."
+            )
         target = _copy_object(self.data, self.table_key) if copy else self.data
-        table = _get_table(target, self.table_key)
+        table = _get_table(target, self.table_key) if self.table_in_data else self.table
         clash = (
             [k for k in (obs or {}) if k in table.obs]
             + [k for k in (obsm or {}) if k in table.obsm]
@@ -197,6 +208,7 @@ def get_spots(
     library_id: str | None = None,
     need_image: bool = False,
     image_hint: str = "",
+    require_table: bool = True,
 ) -> Spots:
     """Resolve the :class:`Spots` view of ``data`` without modifying it.
 
@@ -212,9 +224,17 @@ def get_spots(
         Raise :class:`InputError` if the section has no image.
     image_hint
         Appended to the missing-image error (what to do instead).
+    require_table
+        With ``False``, a SpatialData whose spot circles no table annotates is accepted too: when
+        ``table_key`` names no table, or ``shapes_key`` names circles the table does not annotate, the
+        spots are the circles of ``shapes_key`` (inferred when the object has exactly one circles
+        element) and :attr:`Spots.table` is a new empty table (:attr:`Spots.table_in_data` is
+        ``False``). For tools that create their own table, e.g. predictions for an H&E slide without
+        expression.
     """
     if is_spatialdata(data):
-        spots = _from_spatialdata(data, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
+        spots = _from_spatialdata(data, table_key=table_key, shapes_key=shapes_key, image_key=image_key,
+                                  require_table=require_table)
     elif type(data).__name__ == "AnnData":
         spots = _from_anndata(data, library_id=library_id)
     else:
@@ -282,10 +302,13 @@ def _pick(kind: str, candidates: list[str], given: str | None, available: list[s
     raise KeyNotFoundError(f"Several {kind}s fit: {sorted(candidates)}. {fix}")
 
 
-def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: str | None, image_key: str | None) -> Spots:
+def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: str | None, image_key: str | None,
+                      require_table: bool = True) -> Spots:
     from spatialdata.models import get_table_keys
 
     tables = list(sdata.tables.keys())
+    if not require_table and (table_key is None or table_key not in tables):
+        return _from_shapes(sdata, shapes_key=shapes_key, image_key=image_key)
     table_key = _pick("table", tables, table_key, tables, "Pass table_key=... to choose one.")
     if table_key is None:
         raise KeyNotFoundError("The SpatialData has no table; tools need a table of spots (one row per spot).")
@@ -298,6 +321,13 @@ def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: 
             "with spatialdata.models.TableModel.parse(table, region=..., region_key=..., instance_key=...)."
         ) from None
     regions = [region] if isinstance(region, str) else list(region)
+    if shapes_key is not None and shapes_key not in regions:
+        if not require_table:
+            return _from_shapes(sdata, shapes_key=shapes_key, image_key=image_key)
+        raise KeyNotFoundError(
+            f"Table {table_key!r} annotates {regions}, not shapes {shapes_key!r}. Pass the table_key of the "
+            f"table annotating {shapes_key!r}, or leave shapes_key out."
+        )
     shapes_regions = [r for r in regions if r in sdata.shapes]
     shapes_key = _pick("shapes element", shapes_regions, shapes_key, list(sdata.shapes.keys()),
                        "Pass shapes_key=... to choose one.")
@@ -311,12 +341,7 @@ def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: 
             f"Table {table_key!r} annotates several regions {regions}. stfuse tools work on one section at "
             "a time: put each section's rows in a table of its own (TableModel.parse(..., region=name))."
         )
-    shapes = sdata.shapes[shapes_key]
-    if "radius" not in shapes.columns:
-        raise InputError(
-            f"Shapes {shapes_key!r} are not circles (no 'radius' column); stfuse needs spot circles. "
-            "Convert with spatialdata.to_circles(...)."
-        )
+    shapes = _circles(sdata, shapes_key)
     obs = table.obs
     if instance_key not in obs.columns:
         raise InputError(f"Table {table_key!r} lacks its instance column {instance_key!r} in obs.")
@@ -328,6 +353,55 @@ def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: 
             f"{int((pos < 0).sum())} rows of table {table_key!r} point to spots missing from shapes "
             f"{shapes_key!r} (first: {missing}); the table and the circles do not match."
         )
+    return _geometry(sdata, table, shapes, pos, shapes_key=shapes_key, image_key=image_key, table_key=table_key)
+
+
+def _circles(sdata: SpatialData, shapes_key: str) -> Any:
+    shapes = sdata.shapes[shapes_key]
+    if "radius" not in shapes.columns:
+        raise InputError(
+            f"Shapes {shapes_key!r} are not circles (no 'radius' column); stfuse needs spot circles. "
+            "Convert with spatialdata.to_circles(...)."
+        )
+    return shapes
+
+
+def _from_shapes(sdata: SpatialData, *, shapes_key: str | None, image_key: str | None) -> Spots:
+    """Spots from a circles element alone; the table is new (one row per circle, no genes)."""
+    import anndata as ad
+
+    available = list(sdata.shapes.keys())
+    circles = [k for k in available if "radius" in sdata.shapes[k].columns]
+    shapes_key = _pick("circles element", circles, shapes_key, available,
+                       "Pass shapes_key=... to choose the spots (e.g. the tiles of sf.tl.tile_tissue).")
+    if shapes_key is None:
+        raise KeyNotFoundError(
+            f"The SpatialData has no table and no spot circles (shapes: {available}). Add spots, e.g. a grid "
+            "over the tissue with sf.tl.tile_tissue(sdata), or a table of spots."
+        )
+    shapes = _circles(sdata, shapes_key)
+    pos = np.arange(len(shapes))
+    obs = pd.DataFrame(index=pd.Index([f"{shapes_key}_{i}" for i in shapes.index], dtype=object))
+    obs[K.REGION_KEY] = pd.Categorical([shapes_key] * len(shapes))
+    obs[K.INSTANCE_KEY] = shapes.index.to_numpy()
+    table = ad.AnnData(obs=obs)
+    spots = _geometry(sdata, table, shapes, pos, shapes_key=shapes_key, image_key=image_key, table_key=None)
+    spots.table_in_data = False
+    return spots
+
+
+def _spot_meta(sdata: SpatialData, table: AnnData, shapes_key: str) -> Mapping[str, Any]:
+    """The stfuse metadata of a spots element: from the table, any table, or ``sdata.attrs["stfuse"]``."""
+    sources = [table.uns.get(K.META)] + [t.uns.get(K.META) for t in sdata.tables.values()]
+    sources.append((getattr(sdata, "attrs", None) or {}).get(K.META))
+    for src in sources:
+        if isinstance(src, Mapping) and isinstance(src.get(shapes_key), Mapping):
+            return src[shapes_key]
+    return {}
+
+
+def _geometry(sdata: SpatialData, table: AnnData, shapes: Any, pos: np.ndarray, *, shapes_key: str,
+              image_key: str | None, table_key: str | None) -> Spots:
     geom = shapes.geometry.iloc[pos]
     xy = np.column_stack([geom.x.to_numpy(), geom.y.to_numpy()]).astype(np.float64)
     radius = shapes["radius"].to_numpy()[pos].astype(np.float64)
@@ -338,9 +412,8 @@ def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: 
         affine = _affine_between(sdata, shapes_key, image_key)
         xy = xy @ affine[:2, :2].T + affine[:2, 2]
         scale = float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
-    diameter = float(np.median(2.0 * radius)) * scale
-    meta = table.uns.get(K.META, {}).get(shapes_key, {}) if isinstance(table.uns.get(K.META), Mapping) else {}
-    diam_um = meta.get("spot_diameter_um") if isinstance(meta, Mapping) else None
+    diameter = float(np.median(2.0 * radius)) * scale if len(radius) else 0.0
+    diam_um = _spot_meta(sdata, table, shapes_key).get("spot_diameter_um")
     mpp = float(diam_um) / diameter if diam_um and diameter > 0 else None
     unplaced = () if image_key is not None else tuple(sdata.images.keys())
     return Spots(

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from . import _keys as K
-from ._errors import InputError
+from ._errors import InputError, KeyNotFoundError
 
-__all__ = ["ari", "classification", "pearson_per_gene"]
+__all__ = ["ari", "classification", "gene_correlation", "pearson_per_gene"]
 
 
 def _valid_truth(truth: Any, ignore: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,3 +121,98 @@ def pearson_per_gene(y_true: Any, y_pred: Any) -> np.ndarray:
         r = num / den
     r[~(den > 1e-12 * (np.abs(num) + 1))] = np.nan
     return r
+
+
+def _predictions(data: Any, key: str, table_key: str) -> tuple[Any, np.ndarray, list[str], dict]:
+    """Measured table, predicted matrix (rows aligned to it), genes and the tool's ``uns`` entry."""
+    from ._spots import is_spatialdata
+
+    if is_spatialdata(data):
+        if key not in data.tables:
+            raise KeyNotFoundError(
+                f"No table {key!r} of predictions in the SpatialData (tables: {list(data.tables)}); run "
+                f"sf.tl.histospace(sdata, ..., key_added={key!r}) first."
+            )
+        if table_key not in data.tables:
+            raise KeyNotFoundError(
+                f"No table {table_key!r} of measured expression (tables: {list(data.tables)}); gene_correlation "
+                "compares predictions with measurements of the same spots."
+            )
+        pred, measured = data.tables[key], data.tables[table_key]
+        common = measured.obs_names[measured.obs_names.isin(pred.obs_names)]
+        if len(common) == 0:
+            raise InputError(
+                f"The spots of table {key!r} are not those of table {table_key!r} (no shared spot names): the "
+                "predictions were made for other spots (e.g. tissue tiles), which have no measurement."
+            )
+        P = pred[common].X
+        P = P.toarray() if hasattr(P, "toarray") else np.asarray(P)
+        return measured[common], P, pred.var_names.tolist(), dict(pred.uns.get(key, {}))
+    obsm_key = f"X_{key}_pred"
+    if obsm_key not in data.obsm or key not in data.uns:
+        raise KeyNotFoundError(f"No predictions obsm[{obsm_key!r}] / uns[{key!r}]; run sf.tl.histospace first.")
+    return data, np.asarray(data.obsm[obsm_key]), list(data.uns[key]["genes"]), dict(data.uns[key])
+
+
+def gene_correlation(data: Any, key: str = "histospace", *, table_key: str = K.TABLE, layer: str | None = None,
+                     genes: Iterable[str] | None = None) -> pd.DataFrame:
+    """Per-gene Pearson r across spots between measured and predicted expression.
+
+    The measured counts are normalised the way the predictions' training targets were (library
+    size 1e4 and log1p, as recorded by :func:`stfuse.tl.histospace`); r is computed per gene across
+    the spots that have both (:func:`pearson_per_gene`), NaN for genes constant on either side.
+
+    Parameters
+    ----------
+    data
+        A SpatialData with the measured table ``table_key`` and the prediction table ``key``, or an
+        AnnData with ``obsm[f"X_{key}_pred"]`` and ``uns[key]["genes"]``.
+    key
+        ``key_added`` of the prediction.
+    table_key
+        Table of measured counts (SpatialData only).
+    layer
+        Counts layer instead of ``X``.
+    genes
+        Restrict to these genes (default: every predicted gene that is measured).
+
+    Returns
+    -------
+    :class:`pandas.DataFrame` indexed by gene, sorted by ``r`` (NaN last), with columns ``r``,
+    ``mean_measured``, ``mean_predicted``, ``std_measured``, ``std_predicted`` and ``detected`` (fraction
+    of spots with counts). ``df.attrs`` holds ``n_spots`` and ``n_constant`` (genes with NaN r).
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> sdata = sf.datasets.toy(n_spots=400)
+    >>> sf.tl.histospace(sdata, n_top_genes=20, epochs=1)  # doctest: +SKIP
+    >>> sf.metrics.gene_correlation(sdata).head()  # doctest: +SKIP
+    """
+    from scipy import sparse
+
+    from .pp import prepare_expression
+
+    measured, P, pred_genes, info = _predictions(data, key, table_key)
+    chosen = pred_genes if genes is None else [str(g) for g in genes]
+    unknown = [g for g in chosen if g not in pred_genes]
+    if unknown:
+        raise KeyNotFoundError(f"{len(unknown)} genes were not predicted (first: {unknown[:5]}).")
+    chosen = [g for g in chosen if g in measured.var_names]
+    if not chosen:
+        raise InputError("None of the predicted genes is measured in the table; nothing to correlate.")
+    norm = info.get("normalisation", {"target_sum": 1e4, "log1p": True})
+    Y = prepare_expression(measured, genes=chosen, layer=layer, target_sum=norm.get("target_sum", 1e4),
+                           log1p=bool(norm.get("log1p", True))).X
+    col = pd.Index(pred_genes).get_indexer(chosen)
+    Ph = P[:, col].astype(np.float64)
+    r = pearson_per_gene(Y, Ph)
+    counts = measured.X if layer is None else measured.layers[layer]
+    counts = counts[:, measured.var_names.get_indexer(chosen)]
+    detected = np.asarray((counts > 0).mean(axis=0)).ravel() if sparse.issparse(counts) else (np.asarray(counts) > 0).mean(axis=0)
+    df = pd.DataFrame({"r": r, "mean_measured": Y.mean(axis=0), "mean_predicted": Ph.mean(axis=0),
+                       "std_measured": Y.std(axis=0), "std_predicted": Ph.std(axis=0), "detected": detected},
+                      index=pd.Index(chosen, name="gene"))
+    df = df.sort_values("r", ascending=False, na_position="last")
+    df.attrs = {"n_spots": int(Y.shape[0]), "n_constant": int(np.isnan(r).sum())}
+    return df

@@ -5,9 +5,10 @@ axes it drew into; ``save=path`` writes the figure. Spots are circles of their t
 full-resolution image pixels, over an image level chosen for the figure size (``level=`` to choose).
 """
 
+from ._histospace import histospace
 from ._senca import loss, senca
 from ._spacrd import spacrd
 from ._spatial import compare, spots
 from ._stmic import stmic
 
-__all__ = ["compare", "loss", "senca", "spacrd", "spots", "stmic"]
+__all__ = ["compare", "histospace", "loss", "senca", "spacrd", "spots", "stmic"]
