@@ -53,3 +53,22 @@ def test_read_st_to_zarr(her2st_dir, tmp_path, capsys):
                "--clusters", str(d / "ST-cluster/lbl/C2-cluster-annotation.tsv.gz")])
     assert rc == 0 and "187 spots" in capsys.readouterr().out
     assert sd.read_zarr(out).tables["table"].obs["cluster"].notna().sum() == 185
+
+
+@pytest.mark.slow
+def test_demo_quick_on_toy(tmp_path):
+    """`stfuse demo` runs the four tools, writes a zarr, a figure and metrics, and prints them."""
+    import json
+
+    from stfuse.cli import main
+
+    assert main(["demo", "--quick", "--data", "toy", "--out", str(tmp_path / "demo")]) == 0
+    out = tmp_path / "demo"
+    assert (out / "demo.png").stat().st_size > 10_000 and (out / "demo.zarr").is_dir()
+    m = json.loads((out / "metrics.json").read_text())
+    assert -1.0 <= m["stmic ARI"] <= 1.0 and -1.0 <= m["senca ARI"] <= 1.0 and 0.0 <= m["spacrd auc"] <= 1.0
+    assert set(m["seconds"]) == {"stmic", "senca", "spacrd", "histospace"}
+    import spatialdata
+
+    table = spatialdata.read_zarr(out / "demo.zarr").tables["table"]
+    assert {"stmic", "senca", "spacrd", "spacrd_score"} <= set(table.obs) and "X_histospace_pred" in table.obsm

@@ -122,7 +122,7 @@ def run_demo(out: Path, *, quick: bool = False, data: Literal["auto", "her2st", 
     m.update({f"spacrd {k}": v for k, v in cls.items()})
 
     t = time.perf_counter()
-    tl.histospace(sdata, case.references, genes=case.genes, epochs=1 if quick else 15)
+    tl.histospace(sdata, case.references, genes=case.genes, epochs=1 if quick else 10, tta=False)
     seconds["histospace"] = time.perf_counter() - t
     genes = list(table.uns["histospace"]["genes"])
     measured = np.log1p(1e4 * np.asarray(table[:, genes].X.todense()) / np.asarray(table.X.sum(axis=1)))
@@ -135,10 +135,10 @@ def run_demo(out: Path, *, quick: bool = False, data: Literal["auto", "her2st", 
     pl.spots(sdata, "senca", ax=axes[0, 1], title=f"SENCA domains (ARI {m['senca ARI']:.2f})")
     pl.spots(sdata, "stmic", ax=axes[0, 2], title=f"stMIC domains (ARI {m['stmic ARI']:.2f})")
     pl.spots(sdata, "spacrd_score", ax=axes[1, 0], title=f"SpaCRD cancer score (AUC {m['spacrd auc']:.2f})")
-    table.obs[f"{case.gene} measured"] = measured[:, genes.index(case.gene)]
-    table.obs[f"{case.gene} predicted"] = table.obsm["X_histospace_pred"][:, genes.index(case.gene)]
-    pl.spots(sdata, f"{case.gene} measured", ax=axes[1, 1], title=f"{case.gene} measured (log1p CP10k)")
-    pl.spots(sdata, f"{case.gene} predicted", ax=axes[1, 2],
+    table.obs[f"{case.gene}_measured"] = measured[:, genes.index(case.gene)]
+    table.obs[f"{case.gene}_predicted"] = table.obsm["X_histospace_pred"][:, genes.index(case.gene)]
+    pl.spots(sdata, f"{case.gene}_measured", ax=axes[1, 1], title=f"{case.gene} measured (log1p CP10k)")
+    pl.spots(sdata, f"{case.gene}_predicted", ax=axes[1, 2],
              title=f"{case.gene} predicted from H&E (r {m[f'histospace r {case.gene}']:.2f})")
     fig.suptitle(f"stfuse demo: {case.source.split(' from ')[0]}", fontsize=13)
     fig.savefig(out / "demo.png", dpi=90, bbox_inches="tight")
