@@ -7,6 +7,7 @@ Used to write ``tutorials/*.ipynb``: ``python scripts/nb.py build SPEC.py OUT.ip
 
 from __future__ import annotations
 
+import re
 import runpy
 import sys
 
@@ -32,14 +33,37 @@ def run(path: str, timeout: int = 3600) -> None:
     with tempfile.TemporaryDirectory() as work:  # files the tutorial writes do not land in the repository
         nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": work}}).execute()
-    for cell in nb.cells:  # progress bars and widget warnings are noise in the rendered page
-        if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr"
-                                                           and ("it/s]" in o.text or "s/it]" in o.text
-                                                                or "IProgress" in o.text or not o.text.strip()))]
+    clean(nb)
+    nbformat.write(nb, path)
+
+
+_NOISE = re.compile(r"(\d+%\|)|(it/s)|(s/it)|IProgress|SyntaxWarning|docrep|^\s*doc = func|autonotebook|notebook_tqdm")
+
+
+def clean(nb) -> None:
+    """Drop progress bars and library warnings from stderr outputs: noise in the rendered page."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for o in cell.outputs:
+            if o.output_type == "stream" and o.name == "stderr":
+                lines = [ln for ln in o.text.replace("\r", "\n").splitlines() if ln.strip() and not _NOISE.search(ln)]
+                if not lines:
+                    continue
+                o.text = "\n".join(lines) + "\n"
+            kept.append(o)
+        cell.outputs = kept
+
+
+def clean_file(path: str) -> None:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    clean(nb)
     nbformat.write(nb, path)
 
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"build": build, "run": run}[cmd](*args)
+    {"build": build, "run": run, "clean": clean_file}[cmd](*args)
