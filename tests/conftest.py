@@ -60,4 +60,6 @@ def toy():
 @pytest.fixture(scope="session")
 def c2():
     """HER2ST C2 with its image (read once per session; do not modify — use a copy)."""
+    if not (HER2ST / "ST-cnts").is_dir():
+        pytest.skip(f"HER2ST data not found in {HER2ST} (set STFUSE_DATA)")
     return sf.datasets.her2st("C2", HER2ST)

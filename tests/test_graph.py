@@ -99,7 +99,7 @@ def test_spatial_graph_writes_squidpy_keys_and_nhood_enrichment_works(toy):
     assert t.uns["region_nhood_enrichment"]["zscore"].shape == (4, 4)
 
 
-def test_grid_default_on_lattices(toy, c2):
+def test_grid_default_on_lattices(toy):
     g = sf.gr.spatial_graph(toy, inplace=False)
     assert g.indices.shape[1] == 6  # hex lattice
     n_nb = (g.indices >= 0).sum(axis=1)
