@@ -33,7 +33,8 @@ def main(sizes: tuple[int, ...] | None = None) -> None:
         print(rows[-1], flush=True)
     body = ("`sf.tl.senca(sdata, n_clusters=4, image_rep='X_feat', epochs=10)` on `sf.datasets.toy(n_spots)` "
             "(150 genes; 64 cached stand-in image features), defaults otherwise (hidden 256, latent 128, "
-            "batches of ~4096 spots with exact halos, Ward on ≤10,000 spots). Peak MiB = extra resident memory "
+            "batches of ~4096 spots made of random 16×16-spacing tiles with exact halos, NT-Xent negatives within "
+            "random groups of ≤1024 windows, Ward on ≤10,000 spots). Peak MiB = extra resident memory "
             "during the call.\n\n" + table(rows))
     append_results("SENCA-st scale (toy, CPU, 10 epochs)", body,
                    "python -m benchmarks.bench_senca " + " ".join(str(s) for s in sizes))
