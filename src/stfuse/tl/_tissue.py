@@ -123,8 +123,8 @@ def tile_tissue(
     Returns
     -------
     ``None``, or the copy when ``copy=True``. Adds ``sdata.shapes[key_added]`` (circles with a
-    ``radius`` column) and, when the pixel size is known, ``sdata.attrs["stfuse"][key_added]
-    ["spot_diameter_um"]``.
+    ``radius`` column) and, when the pixel size is known,
+    ``sdata.attrs["stfuse"][key_added]["spot_diameter_um"]``.
 
     Examples
     --------
