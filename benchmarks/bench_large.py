@@ -2,7 +2,8 @@
 
 Stages, each timed with its peak RSS: building the section (expression in memory, image lazy), the spatial
 graph (`sf.gr.spatial_graph`, numba), and patch extraction + embedding of every spot streamed through dask
-(`sf.im.embed`, local cluster of 2 worker processes). The image is a lazily generated dask array stored in
+(`sf.im.embed`, local cluster of 2 worker processes), and SENCA embeddings of every spot from a model trained on
+a block of the section (prediction: tiled mini-batches with exact halos). The image is a lazily generated dask array stored in
 1024-px chunks: the point is that no stage holds the image, and memory stays flat as spots grow.
 
 ``python -m benchmarks.bench_large [n_spots]``; ``STFUSE_BENCH_LARGE_N`` sets it for ``make bench``.
@@ -45,6 +46,27 @@ def _pattern(block_info=None) -> np.ndarray:
     return np.stack([base + 120, base + 60, base + 150])
 
 
+N_TRAIN = 10_000
+
+
+def senca_predict(sdata) -> np.ndarray:
+    """Train SENCA on a block of the section, then embed every spot (``SENCA.embed``: tiled, exact halos)."""
+    from stfuse._spots import get_spots
+    from stfuse.pp import prepare_expression
+
+    spots = get_spots(sdata)
+    t = spots.table
+    X = prepare_expression(t).X
+    F = np.asarray(t.obsm["X_mean_colour"], np.float32)
+    xy = spots.centers
+    train = np.argsort(np.linalg.norm(xy - xy.min(0), axis=1))[:N_TRAIN]  # a corner block of the lattice
+    model = sf.models.SENCA(X.shape[1], F.shape[1], device="cpu", random_state=0)
+    model.fit(X[train], F[train], sf.gr.knn(xy[train], 4)[0], xy[train], epochs=1)
+    S = model.embed(X, F, sf.gr.knn(xy, 4)[0], xy)
+    assert S.shape == (len(xy), model.params["latent"]) and np.isfinite(S).all()
+    return S
+
+
 def section(n: int):
     import dask.array as da
     from spatialdata.models import Image2DModel
@@ -75,6 +97,9 @@ def main(n: int | None = None) -> None:
                  "peak MiB": m, "worker RSS MiB": round(max(workers.values()))})
     X = sdata.tables["table"].obsm["X_mean_colour"]
     assert X.shape == (n, 6) and np.isfinite(X).all()
+    t, m, _ = measure(lambda: senca_predict(sdata))
+    rows.append({"stage": f"SENCA embedding of every spot (model trained on {N_TRAIN:,} spots)", "s": t,
+                 "peak MiB": m, "worker RSS MiB": ""})
     body = (f"{n:,} spots of {SPOT_PX} px on a square lattice; image {sdata.images['toy_image']['scale0'].image.shape} "
             "uint8 generated lazily (dask, 1024-px chunks, never held in memory). Peak MiB = peak RSS of the main "
             "process above the start of the stage; worker RSS = resident memory of the dask workers after the run."
