@@ -52,4 +52,18 @@ def score(key: str) -> str:
     return f"{key}_score"
 
 
+def pred(key: str) -> str:
+    """``obsm`` key of predicted expression written under ``key_added=key``."""
+    return f"X_{key}_pred"
+
+
+def colors(key: str) -> str:
+    """``uns`` key of the colours of categorical ``obs[key]`` (scanpy's naming, reused by every plot)."""
+    return f"{key}_colors"
+
+
+HISTORY = "history"  # uns[key]: per-epoch training curves {term: values}, the same for every tool
+MEASURED = "measured"  # layer of a prediction table: the measured expression, normalised like the predictions
+
+
 EMBEDDINGS = "stfuse_embeddings"  # uns: provenance of each cached image embedding, by obsm key
