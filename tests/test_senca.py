@@ -65,9 +65,9 @@ def test_results_written(toy_senca, tmp_path):
     p = u["params"]
     assert p["image"] is True and p["epochs"] == 10 and p["latent"] == 16 and p["n_neighs"] == 4 and p["lam"] == 40.0
     assert p["encoder"] == "tiny" and p["image_features"] in t.obsm and p["image_features"] in t.uns["stfuse_embeddings"]
-    assert set(u["loss"]) == {"loss", "nt_xent_windowed", "nt_xent_pooled", "mse"}
-    assert all(len(v) == 10 and np.isfinite(v).all() for v in u["loss"].values())
-    lo = u["loss"]
+    assert set(u["history"]) == {"loss", "nt_xent_windowed", "nt_xent_pooled", "mse"}
+    assert all(len(v) == 10 and np.isfinite(v).all() for v in u["history"].values())
+    lo = u["history"]
     assert np.allclose(lo["loss"], lo["nt_xent_windowed"] + lo["nt_xent_pooled"] + 40.0 * lo["mse"], rtol=1e-4)
     assert t.uns["gene"]["params"]["image"] is False and "encoder" not in t.uns["gene"]["params"]
 
@@ -97,7 +97,7 @@ def test_switches(enc, kw, terms):
     sdata = sf.datasets.toy(n_spots=150, seed=3)
     model = sf.tl.senca(sdata, n_clusters=3, encoder=enc, return_model=True, **TINY, **kw)
     t = sdata.tables["table"]
-    assert set(t.uns["senca"]["loss"]) == terms | {"loss", "mse"}
+    assert set(t.uns["senca"]["history"]) == terms | {"loss", "mse"}
     assert t.obs["senca"].nunique() == 3
     for k, v in kw.items():
         assert t.uns["senca"]["params"][k] == v and model.params[k] == v
@@ -224,7 +224,7 @@ def test_plots(toy_senca, tmp_path):
     out = sf.pl.loss(toy_senca, "gene", terms=["mse", "loss"], ax=axes)
     assert list(out) == list(axes) and axes[0].get_title() == "mse"
     # generic: any uns entry with a {term: per-epoch values} mapping
-    toy_senca.tables["table"].uns["other"] = {"loss": {"recon": [3.0, 2.0, 1.0]}}
+    toy_senca.tables["table"].uns["other"] = {"history": {"recon": [3.0, 2.0, 1.0]}}
     fig = sf.pl.loss(toy_senca, "other")
     assert [a.get_title() for a in fig.axes] == ["recon"]
     plt.close("all")

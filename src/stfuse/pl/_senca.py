@@ -119,7 +119,7 @@ def loss(
     key: str,
     *,
     terms: Sequence[str] | None = None,
-    loss_key: str = "loss",
+    loss_key: str = K.HISTORY,
     table_key: str = K.TABLE,
     logy: bool = False,
     ncols: int = 4,
@@ -129,7 +129,7 @@ def loss(
 ) -> Figure | Axes | list[Axes]:
     """Plot the per-epoch loss terms a tool stored in ``uns[key][loss_key]``, one panel per term.
 
-    Generic: any tool that stores a mapping ``{term: per-epoch values}`` under ``uns[key]["loss"]``
+    Generic: any tool that stores a mapping ``{term: per-epoch values}`` under ``uns[key]["history"]``
     (as :func:`stfuse.tl.senca` does) can be plotted.
 
     Parameters

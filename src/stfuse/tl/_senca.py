@@ -122,7 +122,7 @@ def senca(
     ``None``; with ``copy=True`` the modified copy; with ``return_model=True`` the model (or
     ``(copy, model)`` when both). Writes ``obs[key_added]`` (categorical regions),
     ``obsm[f"X_{key_added}"]`` (shared embedding S) and ``uns[key_added]`` (``params``, per-epoch
-    loss terms in ``loss``, ``n_clusters`` and how it was chosen); image features computed on the
+    loss terms in ``history``, ``n_clusters`` and how it was chosen); image features computed on the
     way are cached in ``obsm`` (provenance in ``uns["stfuse_embeddings"]``). The object is left
     unchanged if anything fails.
 
@@ -213,7 +213,7 @@ def senca(
     params = {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in params.items() if v is not None}
     uns = {
         "params": params,
-        "loss": {k_: np.asarray(v, dtype=float) for k_, v in history.items()},
+        "history": {k_: np.asarray(v, dtype=float) for k_, v in history.items()},
         "n_clusters": int(k),
         "clustering": how,
         "genes": np.asarray(expr.genes, dtype=object),
