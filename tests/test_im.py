@@ -143,7 +143,7 @@ def test_resnet50_offline_without_weights(tmp_path, monkeypatch):
 
 
 def test_resnet50_keys_match_torchvision_layout(tmp_path):
-    net = sf.im.ResNet50()
+    net = sf.nn.ResNet50()
     keys = list(net.state_dict())
     assert keys[0] == "conv1.weight" and "layer4.2.bn3.running_var" in keys and keys[-1] == "fc.bias"
     assert "layer1.0.downsample.0.weight" in keys
@@ -166,10 +166,11 @@ def test_no_image_refused():
 def test_histospace_shipped_weights():
     import json
 
-    from stfuse.im._encoders import HISTOSPACE_WEIGHTS
+    from stfuse.nn._vision import SHIPPED
 
-    assert HISTOSPACE_WEIGHTS.is_file() and HISTOSPACE_WEIGHTS.stat().st_size < 5e6
-    record = json.loads(HISTOSPACE_WEIGHTS.with_suffix(".json").read_text())
+    path = SHIPPED["histospace"][0]
+    assert path.is_file() and path.stat().st_size < 5e6
+    record = json.loads(path.with_suffix(".json").read_text())
     assert record["final"]["val_mse"] < record["final"]["val_mean_colour_baseline_mse"] / 5
     enc = sf.im.get_encoder("histospace")
     assert enc.input_px == 128 and enc.output_dim == 256 and len(enc.checksum) == 16
@@ -177,7 +178,7 @@ def test_histospace_shipped_weights():
     feats = sf.im.image_features(get_spots(small), "histospace", batch_size=36)
     assert feats.X.shape == (36, 256) and np.isfinite(feats.X).all() and feats.X.std(axis=0).max() > 0
     # the autoencoder reconstructs real-looking tissue far better than a constant colour
-    ae, _ = sf.im._encoders.load_histospace_autoencoder()
+    ae, _ = sf.nn.histospace_autoencoder()
     x = torch.from_numpy(next(sf.im.extract_patches(small, out_px=128, batch_size=8)).patches).float() / 255
     with torch.no_grad():
         err = float(((ae(x) - x) ** 2).mean())

@@ -1,7 +1,7 @@
 """Image branch: patches, encoders, embeddings: ``sf.im``."""
 
-from ._embed import ImageFeatures, embed, image_features
-from ._encoders import Encoder, EncoderRegistry, ResNet50, encoders, get_encoder
+from ._embed import ImageFeatures, embed, embedding_key, image_features
+from ._encoders import Encoder, EncoderRegistry, encoders, get_encoder
 from ._patches import PatchBatch, extract_patches
 from ._stain import StainNormalizer, normalize_stain
 
@@ -10,9 +10,9 @@ __all__ = [
     "EncoderRegistry",
     "ImageFeatures",
     "PatchBatch",
-    "ResNet50",
     "StainNormalizer",
     "embed",
+    "embedding_key",
     "encoders",
     "extract_patches",
     "get_encoder",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy as _copy
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from ._encoders import Encoder, get_encoder
 from ._patches import fit_stain, iter_patches, patch_side_px
 from ._stain import StainMethod, StainNormalizer, _digest
 
-__all__ = ["ImageFeatures", "embed", "image_features"]
+__all__ = ["ImageFeatures", "embed", "embedding_key", "image_features"]
 
 
 @dataclass
@@ -56,8 +57,29 @@ def _stain_provenance(stain: StainMethod | StainNormalizer | None) -> dict[str, 
 
 
 def _provenance(enc: Encoder, spots: Spots, side_px: float, stain: Any = None) -> dict[str, Any]:
-    return {**enc.provenance(), "patch_side_px": round(float(side_px), 3), "image_key": spots.image_key or "",
-            **_stain_provenance(stain), "stfuse_version": __version__}
+    um = None if spots.microns_per_pixel is None else round(float(side_px) * spots.microns_per_pixel, 2)
+    return {**enc.provenance(), "patch_side_px": round(float(side_px), 3), "patch_side_um": um,
+            "image_key": spots.image_key or "", **_stain_provenance(stain), "stfuse_version": __version__}
+
+
+def embedding_key(encoder: str, spots: Spots, side_px: float, stain: str = "none") -> str:
+    """The ``obsm`` key of image features: encoder, patch physical side and stain, e.g. ``X_tissue_200um``.
+
+    Features of another patch size or stain get their own entry, so tools that need different
+    patches never overwrite each other's. The side is in µm when the pixel size is known, else in
+    level-0 pixels (``X_tissue_290px``).
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> spots = get_spots(sf.datasets.toy(n_spots=100))
+    >>> sf.im.embedding_key("tissue", spots, 2 * spots.spacing())
+    'X_tissue_200um'
+    """
+    side = f"{round(side_px * spots.microns_per_pixel)}um" if spots.microns_per_pixel else f"{round(side_px)}px"
+    suffix = "" if stain in (None, "none") else f"_{stain}"
+    return K.obsm(f"{encoder.replace(':', '_')}_{side}{suffix}")
 
 
 def _matches(old: Any, new: dict[str, Any]) -> bool:
@@ -164,14 +186,19 @@ def image_features(
     device = settings.resolve_device(device)
     enc = get_encoder(encoder, weights=weights, device=device)
     side = patch_side_px(spots, size=size, size_um=size_um, size_px=size_px)
-    obsm_key = obsm_key or K.obsm(enc.name.replace(":", "_"))
     prov = _provenance(enc, spots, side, stain)
+    obsm_key = obsm_key or embedding_key(enc.name, spots, side, prov["stain"])
     old = spots.table.uns.get(K.EMBEDDINGS, {})
     old = old.get(obsm_key) if hasattr(old, "get") else None
     cached = spots.table.obsm.get(obsm_key) if obsm_key in spots.table.obsm else None
     if cached is not None and _matches(old, prov) and np.shape(cached) == (spots.n_obs, enc.output_dim):
         log.info(f"using cached image embedding obsm[{obsm_key!r}]")
         return ImageFeatures(np.asarray(cached, dtype=np.float32), obsm_key, dict(old), True)
+    if cached is not None:
+        was = {k: (old or {}).get(k) for k in ("encoder", "checksum", "patch_side_um", "patch_side_px", "stain")}
+        warnings.warn(f"obsm[{obsm_key!r}] holds image features made otherwise ({was}); they will be replaced by "
+                      f"{prov['encoder']} features of {side:.0f} px patches. Pass another key to keep both.",
+                      UserWarning, stacklevel=3)
     spots.require_image("Image embedding", fix="Attach the section's H&E image to the SpatialData.")
     level = spots.level_for_patch(side, enc.input_px)
     normalizer = fit_stain(spots, side, stain, out_px=enc.input_px, level=level) if stain is not None else None

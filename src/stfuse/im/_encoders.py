@@ -17,15 +17,15 @@ from torch import nn
 
 from .._errors import InputError, WeightsUnavailableError
 from .._settings import settings
-from ..nn import ConvAutoencoder
+from ..nn import ResNet50, file_checksum, histospace_autoencoder, load_state_dict, tissue_cnn
 
-__all__ = ["Encoder", "EncoderRegistry", "ResNet50", "encoders", "get_encoder"]
+__all__ = ["Encoder", "EncoderRegistry", "encoders", "get_encoder"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-HISTOSPACE_WEIGHTS = WEIGHTS_DIR / "histospace_autoencoder.pt"
+#: side of the tiles the ``tissue`` encoder sees (it was trained on 64 px views of 100–400 µm tiles)
+TISSUE_INPUT_PX = 64
 
 
 @dataclass
@@ -139,14 +139,6 @@ def _state_checksum(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def _file_checksum(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 # ------------------------------------------------------------------------------------------------
 # histospace: the HistoSPACE autoencoder's encoder, weights shipped with the package
 # ------------------------------------------------------------------------------------------------
@@ -162,88 +154,24 @@ class _PooledConvEncoder(nn.Module):
         return torch.cat([z.mean(dim=2), z.std(dim=2)], dim=1)
 
 
-def load_histospace_autoencoder(weights: str | os.PathLike | None = None) -> tuple[ConvAutoencoder, str]:
-    """The HistoSPACE autoencoder with the shipped (or given) weights, and the weights checksum."""
-    path = Path(weights) if weights is not None else HISTOSPACE_WEIGHTS
-    if not path.is_file():
-        raise WeightsUnavailableError(
-            f"HistoSPACE autoencoder weights not found at {str(path)!r}. They ship with stfuse; in a source checkout "
-            "train them with `python scripts/train_histo_autoencoder.py`, or pass weights=path."
-        )
-    ae = ConvAutoencoder()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    ae.load_state_dict(state)
-    ae.eval()
-    return ae, _file_checksum(path)
-
-
 def _histospace(weights: str | os.PathLike | None = None) -> Encoder:
-    ae, checksum = load_histospace_autoencoder(weights)
+    ae, checksum = histospace_autoencoder(weights)
     return Encoder(name="histospace", module=_PooledConvEncoder(ae.encoder), input_px=128, output_dim=256,
                    checksum=checksum)
 
 
 # ------------------------------------------------------------------------------------------------
-# resnet50: plain-torch ResNet-50 with torchvision-compatible state-dict keys
+# tissue: small CNN trained self-supervised with resolution augmentation (scripts/train_tissue_encoder.py)
 # ------------------------------------------------------------------------------------------------
-class _Bottleneck(nn.Module):
-    expansion = 4
-
-    def __init__(self, c_in: int, width: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, width * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+def _tissue(weights: str | os.PathLike | None = None) -> Encoder:
+    net, checksum = tissue_cnn(weights)
+    return Encoder(name="tissue", module=net.to(memory_format=torch.channels_last), input_px=TISSUE_INPUT_PX,
+                   output_dim=net.output_dim, checksum=checksum)
 
 
-class ResNet50(nn.Module):
-    """ResNet-50 (v1.5, stride on the 3×3 conv) whose ``state_dict`` keys match torchvision's.
-
-    ``forward`` returns the 2048-d average-pooled features (the input of ``fc``).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from stfuse.im import ResNet50
-    >>> ResNet50()(torch.zeros(1, 3, 64, 64)).shape
-    torch.Size([1, 2048])
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        c_in = 64
-        for i, (width, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], start=1):
-            down = nn.Sequential(nn.Conv2d(c_in, width * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(width * 4))
-            layers = [_Bottleneck(c_in, width, stride, down)]
-            c_in = width * 4
-            layers += [_Bottleneck(c_in, width) for _ in range(blocks - 1)]
-            setattr(self, f"layer{i}", nn.Sequential(*layers))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2048, 1000)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
-
-
+# ------------------------------------------------------------------------------------------------
+# resnet50: plain-torch ResNet-50 (stfuse.nn.ResNet50) with torchvision weights
+# ------------------------------------------------------------------------------------------------
 def _resnet50(weights: str | os.PathLike | None = None) -> Encoder:
     net = ResNet50()
     if isinstance(weights, str) and weights == "random":
@@ -272,16 +200,14 @@ def _resnet50(weights: str | os.PathLike | None = None) -> Encoder:
                     "weights=path to a torchvision resnet50 state dict (e.g. resnet50-0676ba61.pth), or connect to "
                     f"the internet once so they are cached in {cache}."
                 ) from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing, unexpected = net.load_state_dict(load_state_dict(path), strict=False)
     if [k for k in missing if not k.startswith("fc.")] or unexpected:
         raise InputError(
             f"{str(path)!r} is not a torchvision ResNet-50 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})."
         )
     net.eval()
     return Encoder(name="resnet50", module=net, input_px=224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                   output_dim=2048, checksum=_file_checksum(path))
+                   output_dim=2048, checksum=file_checksum(path))
 
 
 def _timm(model_name: str, weights: str | os.PathLike | None = None) -> Encoder:
@@ -295,9 +221,7 @@ def _timm(model_name: str, weights: str | os.PathLike | None = None) -> Encoder:
             "pytorch_model.bin you downloaded after accepting its licence)."
         )
     net = timm.create_model(model_name, pretrained=False, num_classes=0)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    net.load_state_dict(state, strict=False)
+    net.load_state_dict(load_state_dict(weights), strict=False)
     net.eval()
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     size = int(cfg.get("input_size", (3, 224, 224))[-1])
@@ -320,7 +244,7 @@ class EncoderRegistry(dict):
         self[name] = factory
 
 
-encoders = EncoderRegistry(histospace=_histospace, resnet50=_resnet50)
+encoders = EncoderRegistry(tissue=_tissue, histospace=_histospace, resnet50=_resnet50)
 
 
 def get_encoder(encoder: str | Encoder | nn.Module | Callable, *, weights: str | os.PathLike | None = None,

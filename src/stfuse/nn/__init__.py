@@ -4,16 +4,32 @@ from ._attention import NeighbourhoodCrossAttention, neighbourhood_tokens
 from ._blocks import ConvAutoencoder, ConvDecoder, ConvEncoder, mlp
 from ._losses import info_nce, nt_xent
 from ._train import seeded, train
+from ._vision import (
+    ResNet50,
+    TissueCNN,
+    file_checksum,
+    histospace_autoencoder,
+    load_state_dict,
+    shipped_weights,
+    tissue_cnn,
+)
 
 __all__ = [
     "ConvAutoencoder",
     "ConvDecoder",
     "ConvEncoder",
     "NeighbourhoodCrossAttention",
+    "ResNet50",
+    "TissueCNN",
+    "file_checksum",
+    "histospace_autoencoder",
     "info_nce",
+    "load_state_dict",
     "mlp",
     "neighbourhood_tokens",
     "nt_xent",
     "seeded",
+    "shipped_weights",
+    "tissue_cnn",
     "train",
 ]
