@@ -33,6 +33,9 @@ from ._base import BaseModel
 __all__ = ["SENCA", "SENCAModule"]
 
 
+# ------------------------------------------------------------------------------------------------
+# tiles, batches and pooling (graph helpers are in sf.gr)
+# ------------------------------------------------------------------------------------------------
 def _pca_basis(Xc: np.ndarray, k: int) -> np.ndarray:
     """Top-``k`` principal axes of centred ``Xc``, scaled so the scores have unit total variance.
 

@@ -30,7 +30,7 @@ from scipy import sparse
 from .. import _logging as log
 from .._errors import InputError
 
-__all__ = ["Clustering", "Method", "cluster", "cluster_n", "community", "knn_graph"]
+__all__ = ["Clustering", "Method", "cluster", "cluster_n", "community", "knn_graph", "ward_clusters"]
 
 Method = Literal["ward", "kmeans", "gmm", "leiden", "louvain"]
 Flavor = Literal["louvain", "leiden"]
