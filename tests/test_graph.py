@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -143,3 +145,78 @@ def test_detect_lattice():
     assert sf.gr.detect_lattice(np.column_stack([xx.ravel(), yy.ravel()]))[0] == "square"
     rnd = np.random.default_rng(0).uniform(0, 100, (500, 2))
     assert sf.gr.detect_lattice(rnd)[0] is None
+
+
+def test_spacing():
+    xx, yy = np.meshgrid(np.arange(12.0), np.arange(9.0))
+    xy = np.column_stack([xx.ravel(), yy.ravel()]) * 3.0
+    assert sf.gr.spacing(xy) == 3.0
+    nb, _ = sf.gr.knn(xy, 4)
+    assert sf.gr.spacing(xy, nb) == 3.0  # first column of given neighbours: no search
+    assert sf.gr.spacing(np.vstack([xy, xy[:5]])) == 3.0  # duplicated centres are left out
+    assert np.isnan(sf.gr.spacing(np.zeros((1, 2))))
+    assert sf.gr.spacing(np.zeros((3, 2)), default=7.0) == 7.0
+    assert sf.gr.spacing(xy, np.full((len(xy), 2), -1), default=1.0) == 1.0
+    assert sf.gr.detect_lattice(xy) == ("square", 3.0)
+
+
+def test_grid_cells():
+    xy = np.random.default_rng(0).uniform(0, 10, (300, 2))
+    ids = sf.gr.grid_cells(xy, 2.5)
+    cell = np.floor((xy - xy.min(0)) / 2.5)
+    assert ids.dtype == np.int64 and set(ids.tolist()) == set(range(ids.max() + 1))
+    for c in range(ids.max() + 1):  # one id per cell, numbered row by row
+        assert len(np.unique(cell[ids == c], axis=0)) == 1
+    key = cell[:, 1] * 1e6 + cell[:, 0]
+    assert np.array_equal(np.argsort(np.unique(key)), np.unique(ids))
+    with pytest.raises(sf.InputError, match="side"):
+        sf.gr.grid_cells(xy, 0.0)
+
+
+def test_hop_tokens_and_grow_mask():
+    xy = np.c_[np.arange(50) % 10, np.arange(50) // 10].astype(float)
+    nb, _ = sf.gr.knn(xy, 4)
+    A = sf.gr.adjacency(nb)
+    for hops in (0, 1, 2):
+        tok = sf.gr.hop_tokens(nb, hops)
+        assert (tok[:, 0] == np.arange(50)).all()
+        start = np.zeros(50, bool)
+        start[17] = True
+        reach = sf.gr.grow_mask(start, nb, hops)
+        assert set(tok[17][tok[17] >= 0].tolist()) == set(np.flatnonzero(reach).tolist())
+        assert not start[:17].any()  # the input mask is not modified
+    one = sf.gr.hop_tokens(nb, 1)
+    assert all(set(r[r >= 0]) == {i, *nb[i]} for i, r in enumerate(one))
+    assert (A != A.T).nnz == 0 and A.dtype == np.int8
+    assert set(A[0].indices) == set(nb[0]) | set(np.flatnonzero(nb == 0) // 4)
+
+
+def test_bfs_order():
+    import torch
+
+    xy = np.c_[np.arange(200) % 10, np.arange(200) // 10].astype(float)
+    xy[100:] += 100  # two components
+    nb, _ = sf.gr.knn(xy, 4)
+    g = sf.gr.adjacency(nb)
+    plain = sf.gr.bfs_order(g)
+    assert plain[0] == 0 and np.array_equal(np.sort(plain), np.arange(200))
+    assert set(plain[:100]) == set(range(100))  # one component after the other
+    a = sf.gr.bfs_order(g, torch.Generator().manual_seed(1))
+    b = sf.gr.bfs_order(g, torch.Generator().manual_seed(1))
+    assert np.array_equal(a, b) and np.array_equal(np.sort(a), np.arange(200))
+
+
+def test_no_import_circle():
+    """The Spots view imports the gr kernels, which import nothing of it: each imports alone."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    pkg = Path(sf.__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pkg.parent), os.environ.get("PYTHONPATH", "")])}
+    for mod in ("stfuse._spots", "stfuse.gr._kernels", "stfuse"):
+        subprocess.run([sys.executable, "-c", f"import {mod}"], check=True, env=env)
+    for name in ("_kernels.py", "_neighbours.py"):
+        imports = re.findall(r"^\s*(?:from|import) (\S+)", (pkg / "gr" / name).read_text(), re.M)
+        assert not [m for m in imports if "_spots" in m or "_graph" in m], name

@@ -12,7 +12,7 @@ import torch
 
 import stfuse as sf
 from stfuse.models import SpaCRD, SpaCRDModule, gmm_threshold
-from stfuse.models._spacrd import _bfs_order, _gaussian_crossings, _graph
+from stfuse.models._spacrd import _gaussian_crossings
 
 # tiny widths so the suite stays fast; the paper's widths are the defaults
 TINY = {"dim": 16, "hidden": (32,), "heads": 2, "vae_hidden": (16,), "latent": 4}
@@ -134,8 +134,8 @@ def test_batches_are_contiguous_and_cover_every_spot():
     xy = np.c_[np.arange(400) % 20, np.arange(400) // 20].astype(float)
     xy[200:] += 100  # two sections far apart: two components
     nb, _ = sf.gr.knn(xy, 6)
-    g = _graph(nb)
-    order = _bfs_order(g, torch.Generator().manual_seed(0))
+    g = sf.gr.adjacency(nb)
+    order = sf.gr.bfs_order(g, torch.Generator().manual_seed(0))
     assert np.array_equal(np.sort(order), np.arange(400))
     tokens = sf.nn.neighbourhood_tokens(torch.from_numpy(nb)).numpy()
     chunk = order[:64]

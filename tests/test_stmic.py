@@ -10,7 +10,7 @@ import torch
 from scipy import sparse
 
 import stfuse as sf
-from stfuse.tl._community import cluster, cluster_n, knn_graph
+from stfuse.tl._clustering import cluster_n, community, knn_graph
 
 
 def tiny_encoder() -> sf.im.Encoder:
@@ -137,7 +137,7 @@ def test_community_search():
         assert res.steps[-1] == (res.resolution, k)
     five = cluster_n(g, 5).labels
     assert sf.metrics.ari(np.repeat(np.arange(5), 40), five) > 0.9
-    assert np.array_equal(cluster(g, 1.0, random_state=3), cluster(g, 1.0, random_state=3))
+    assert np.array_equal(community(g, 1.0, random_state=3), community(g, 1.0, random_state=3))
     # two separate edges: 3 clusters cannot be reached -> closest kept, flagged not exact
     pairs = sparse.csr_matrix(([1.0, 1.0, 1.0, 1.0], ([0, 1, 2, 3], [1, 0, 3, 2])), shape=(4, 4))
     res = cluster_n(pairs, 3, max_steps=12)
@@ -145,13 +145,13 @@ def test_community_search():
 
 
 def test_unreachable_count_warns(enc, monkeypatch):
-    import stfuse.tl._stmic as mod
-    from stfuse.tl._community import Clustering
+    import stfuse.tl._clustering as clustering
+    from stfuse.tl._clustering import Clustering
 
     def fake(graph, n, **kw):
         return Clustering(np.arange(graph.shape[0]) % 2, 0.7, 2, False, [(0.7, 2)])
 
-    monkeypatch.setattr(mod, "cluster_n", fake)
+    monkeypatch.setattr(clustering, "cluster_n", fake)
     sdata = sf.datasets.toy(n_spots=100, seed=3)
     with pytest.warns(UserWarning, match="no resolution gave exactly 3 clusters"):
         sf.tl.stmic(sdata, n_clusters=3, encoder=enc, n_neighbors=10)

@@ -17,6 +17,7 @@ import pandas as pd
 from . import _keys as K
 from . import _logging as log
 from ._errors import InputError, KeyNotFoundError
+from .gr._kernels import spacing as spot_spacing
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -30,8 +31,16 @@ VISIUM_SPOT_DIAMETER_UM = 55.0
 
 
 def is_spatialdata(obj: Any) -> bool:
-    """Whether ``obj`` is a :class:`spatialdata.SpatialData` (without importing spatialdata eagerly)."""
-    return type(obj).__name__ == "SpatialData" and hasattr(obj, "tables")
+    """Whether ``obj`` is a :class:`spatialdata.SpatialData` (spatialdata is imported on first use)."""
+    from spatialdata import SpatialData
+
+    return isinstance(obj, SpatialData)
+
+
+def _is_anndata(obj: Any) -> bool:
+    from anndata import AnnData
+
+    return isinstance(obj, AnnData)
 
 
 @dataclass(eq=False)
@@ -114,13 +123,11 @@ class Spots:
             raise InputError(f"{what} needs an H&E image, but section {self.name!r} has none. {fix}")
 
     def spacing(self) -> float:
-        """Median centre-to-centre distance to the nearest other spot (level-0 pixels)."""
-        from .gr._graph import knn
+        """Median centre-to-centre distance to the nearest other spot (level-0 pixels).
 
-        if self.n_obs < 2:
-            return float(self.diameter) * 2.0
-        _, dist = knn(self.centers, 1)
-        return float(np.median(dist[:, 0]))
+        Twice the spot diameter when there is no other spot (see :func:`stfuse.gr.spacing`).
+        """
+        return spot_spacing(self.centers, default=float(self.diameter) * 2.0)
 
     def level_for_patch(self, side_px: float, out_px: int) -> int:
         """Coarsest image level on which a patch of ``side_px`` level-0 pixels still spans ``out_px`` pixels."""
@@ -235,7 +242,7 @@ def get_spots(
     if is_spatialdata(data):
         spots = _from_spatialdata(data, table_key=table_key, shapes_key=shapes_key, image_key=image_key,
                                   require_table=require_table)
-    elif type(data).__name__ == "AnnData":
+    elif _is_anndata(data):
         spots = _from_anndata(data, library_id=library_id)
     else:
         raise InputError(
@@ -505,11 +512,11 @@ def _from_anndata(adata: AnnData, *, library_id: str | None) -> Spots:
     if library_id is None:
         library_id = _pick("library", list(libs), None, list(libs), "Pass library_id=... to choose one.")
     if library_id is None:
-        d = _median_nn(xy) / 2.0
+        d = spot_spacing(xy, default=1.0) / 2.0
         return Spots(data=adata, table=adata, centers=xy, diameter=d, table_key=None)
     lib = libs[library_id]
     sf_ = lib.get("scalefactors", {})
-    diam_full = float(sf_.get("spot_diameter_fullres", _median_nn(xy) / 2.0))
+    diam_full = float(sf_.get("spot_diameter_fullres", spot_spacing(xy, default=1.0) / 2.0))
     diam_um = float(sf_.get("spot_diameter_um", VISIUM_SPOT_DIAMETER_UM))
     images = lib.get("images", {}) or {}
     order = [k for k in ("hires", "lowres") if k in images] + [k for k in images if k not in ("hires", "lowres")]
@@ -528,11 +535,3 @@ def _from_anndata(adata: AnnData, *, library_id: str | None) -> Spots:
         microns_per_pixel=diam_um / (diam_full * scale0), levels=levels, table_key=None, library_id=library_id,
     )
 
-
-def _median_nn(xy: np.ndarray) -> float:
-    from .gr._graph import knn
-
-    if len(xy) < 2:
-        return 1.0
-    _, dist = knn(xy, 1)
-    return float(np.median(dist[:, 0]))

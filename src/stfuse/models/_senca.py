@@ -26,88 +26,16 @@ from torch import nn
 
 from .. import _logging as log
 from .._errors import InputError
+from ..gr import grid_cells, grow_mask, hop_tokens, spacing
 from ..nn import NeighbourhoodCrossAttention, nt_xent, seeded, train
 from ._base import BaseModel
 
-__all__ = ["SENCA", "SENCAModule", "hop_tokens"]
+__all__ = ["SENCA", "SENCAModule"]
 
 
 # ------------------------------------------------------------------------------------------------
-# graph helpers (numpy; no torch)
+# tiles, batches and pooling (graph helpers are in sf.gr)
 # ------------------------------------------------------------------------------------------------
-def hop_tokens(neighbours: np.ndarray, hops: int) -> np.ndarray:
-    """Each spot followed by every spot within ``hops`` graph hops (``-1`` padded), as ``(n, t)``.
-
-    ``neighbours`` is an ``(n, k)`` index array (``-1`` = no neighbour), as returned by
-    :func:`stfuse.gr.knn`. ``hops=0`` gives each spot alone; ``hops=1`` the spot and its neighbours.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from stfuse.models._senca import hop_tokens
-    >>> chain = np.array([[1, -1], [0, 2], [1, 3], [2, -1]])
-    >>> hop_tokens(chain, 2).tolist()  # spot 1 reaches 0, 2 and 3; others are padded with -1
-    [[0, 1, 2, -1], [1, 0, 2, 3], [2, 0, 1, 3], [3, 1, 2, -1]]
-    """
-    nbr = np.asarray(neighbours, dtype=np.int64)
-    n = nbr.shape[0]
-    own = np.arange(n, dtype=np.int64)[:, None]
-    tokens = own
-    for _ in range(int(hops)):
-        safe = np.where(tokens >= 0, tokens, 0)
-        reach = np.where((tokens >= 0)[:, :, None], nbr[safe], -1).reshape(n, -1)
-        tokens = _row_unique(np.concatenate([tokens, reach], axis=1), first=own[:, 0])
-    return tokens
-
-
-def _row_unique(rows: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """Unique non-negative entries per row, ``first`` kept in column 0, ``-1`` padded, trimmed."""
-    n = rows.shape[0]
-    big = np.iinfo(np.int64).max
-    r = np.where((rows >= 0) & (rows != first[:, None]), rows, big)
-    r.sort(axis=1)
-    dup = np.zeros_like(r, dtype=bool)
-    dup[:, 1:] = r[:, 1:] == r[:, :-1]
-    r[dup] = big
-    r.sort(axis=1)
-    width = int((r < big).sum(axis=1).max()) if n else 0
-    out = np.full((n, width + 1), -1, np.int64)
-    out[:, 0] = first
-    body = r[:, :width]
-    out[:, 1:] = np.where(body < big, body, -1)
-    return out
-
-
-def _expand(mask: np.ndarray, nbr: np.ndarray, hops: int) -> np.ndarray:
-    """Grow a boolean node mask by ``hops`` steps along the neighbour lists."""
-    mask = mask.copy()
-    frontier = np.flatnonzero(mask)
-    for _ in range(hops):
-        reach = nbr[frontier].ravel()
-        reach = reach[reach >= 0]
-        new = reach[~mask[reach]]
-        if not len(new):
-            break
-        new = np.unique(new)
-        mask[new] = True
-        frontier = new
-    return mask
-
-
-def _grid_ids(coords: np.ndarray, side: float) -> np.ndarray:
-    """Id of the square cell of side ``side`` holding each point, numbered 0.. in order of first use."""
-    cell = np.floor((coords - coords.min(axis=0)) / side).astype(np.int64)
-    key = cell[:, 1] * (int(cell[:, 0].max()) + 1) + cell[:, 0]
-    _, ids = np.unique(key, return_inverse=True)
-    return ids.astype(np.int64)
-
-
-def _spacing(coords: np.ndarray, nbr: np.ndarray) -> float:
-    d = np.linalg.norm(coords[np.where(nbr[:, :1] >= 0, nbr[:, :1], 0)[:, 0]] - coords, axis=1)
-    d = d[(nbr[:, 0] >= 0) & (d > 0)]
-    return float(np.median(d)) if len(d) else 1.0
-
-
 def _pca_basis(Xc: np.ndarray, k: int) -> np.ndarray:
     """Top-``k`` principal axes of centred ``Xc``, scaled so the scores have unit total variance.
 
@@ -143,9 +71,9 @@ class _Tiling:
         self.n = nbr.shape[0]
         self.halo = halo
         self.batch_size = int(batch_size)
-        spacing = _spacing(coords, nbr)
-        self.tile = _grid_ids(coords, tile_side * spacing)
-        self.pool = _grid_ids(coords, pool_side * spacing)
+        step = spacing(coords, nbr, default=1.0)
+        self.tile = grid_cells(coords, tile_side * step)
+        self.pool = grid_cells(coords, pool_side * step)
         order = np.argsort(self.tile, kind="stable")
         counts = np.bincount(self.tile)
         self.members = np.split(order, np.cumsum(counts)[:-1])
@@ -181,7 +109,7 @@ class _Tiling:
         else:
             mask = np.zeros(self.n, bool)
             mask[core] = True
-            nodes = np.flatnonzero(_expand(mask, self.nbr, self.halo))
+            nodes = np.flatnonzero(grow_mask(mask, self.nbr, self.halo))
         self.local[nodes] = np.arange(len(nodes))
         sub = self.nbr[nodes]
         lnbr = np.where(sub >= 0, self.local[np.where(sub >= 0, sub, 0)], -1)

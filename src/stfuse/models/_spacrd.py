@@ -33,6 +33,7 @@ from torch import nn
 
 from .. import _logging as log
 from .._errors import InputError
+from ..gr import adjacency, bfs_order
 from ..nn import NeighbourhoodCrossAttention, info_nce, mlp, neighbourhood_tokens, train
 from ._base import BaseModel
 
@@ -340,7 +341,7 @@ class SpaCRD(BaseModel):
         BatchNorm statistics and InfoNCE negatives are not those of one tissue region. Without
         ``gen`` (validation), batches are consecutive in breadth-first order.
         """
-        order = _bfs_order(graph, gen)
+        order = bfs_order(graph, gen)
         keep = np.zeros(graph.shape[0], bool)
         keep[centres] = True
         order = order[keep[order]]
@@ -417,7 +418,7 @@ class SpaCRD(BaseModel):
         rng = np.random.default_rng(seed)
         train_c, val_c = _split(y, val_fraction, rng)
         tokens = neighbourhood_tokens(torch.from_numpy(nb)).numpy()
-        graph = _graph(nb)
+        graph = adjacency(nb)
         yt = torch.from_numpy(y)
         p = self.params
         kw = dict(alignment=p["alignment"] and p["use_image"] and p["use_genes"], beta=p["beta"], gamma=p["gamma"],
@@ -487,38 +488,12 @@ class SpaCRD(BaseModel):
         self.module.eval()
         out = np.empty(len(nb), np.float32)
         n_batches = math.ceil(len(nb) / batch_size)
-        order = _bfs_order(_graph(nb), None)  # contiguous batches: few neighbours outside the batch
+        order = bfs_order(adjacency(nb), None)  # contiguous batches: few neighbours outside the batch
         for b in log.progress(range(n_batches), desc="SpaCRD scoring", total=n_batches):
             c = order[b * batch_size : (b + 1) * batch_size]
             g, i, tok = self._gather(genes, image, tokens, c)
             out[c] = torch.sigmoid(self.module(g, i, tok)["logit"]).float().cpu().numpy()
         return out
-
-
-def _graph(nb: np.ndarray) -> sparse.csr_matrix:
-    """Symmetric adjacency of the neighbour index matrix (``-1`` = none)."""
-    n = len(nb)
-    rows = np.repeat(np.arange(n), nb.shape[1])
-    cols = nb.ravel()
-    ok = cols >= 0
-    a = sparse.csr_matrix((np.ones(int(ok.sum()), np.int8), (rows[ok], cols[ok])), shape=(n, n))
-    return (a + a.T).tocsr()
-
-
-def _bfs_order(graph: sparse.csr_matrix, gen: torch.Generator | None) -> np.ndarray:
-    """Every node once, breadth first from one start per connected component (random with ``gen``)."""
-    from scipy.sparse.csgraph import breadth_first_order, connected_components
-
-    n_comp, comp = connected_components(graph, directed=False)
-    members = np.argsort(comp, kind="stable")
-    bounds = np.searchsorted(comp[members], np.arange(n_comp + 1))
-    comps = range(n_comp) if gen is None else torch.randperm(n_comp, generator=gen).tolist()
-    parts = []
-    for c in comps:
-        nodes = members[bounds[c] : bounds[c + 1]]
-        start = nodes[0] if gen is None else nodes[int(torch.randint(len(nodes), (1,), generator=gen))]
-        parts.append(breadth_first_order(graph, int(start), directed=False, return_predecessors=False))
-    return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
 def _split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ from ..gr import knn
 from ..im import Encoder, image_features
 from ..models import SENCA
 from ..pp import check_counts, prepare_expression
-from ._clustering import ward_clusters
+from ._clustering import cluster
 
 __all__ = ["senca"]
 
@@ -197,8 +197,8 @@ def senca(
                                                                  else " (gene-only)"))
     history = model.fit(expr.X, F, nbr, spots.centers, epochs=int(epochs), lr=float(lr))
     S = model.embed(expr.X, F, nbr, spots.centers)
-    labels, k, how = ward_clusters(S, n_clusters, k_range=tuple(cluster_kw.get("k_range", (3, 12))),
-                                   max_spots=int(cluster_kw.get("max_ward_spots", 10_000)), random_state=random_state)
+    labels, k, how = cluster(S, n_clusters, method="ward", k_range=tuple(cluster_kw.get("k_range", (3, 12))),
+                             max_spots=int(cluster_kw.get("max_ward_spots", 10_000)), random_state=random_state)
     if n_clusters is None:
         log.info(f"SENCA: {k} clusters chosen from the Ward dendrogram (largest merge-height gap in "
                  f"k_range={how['k_range']})")

@@ -16,7 +16,7 @@ from .._docs import inject_docs
 from .._errors import InputError, KeyNotFoundError
 from .._spots import Spots, get_spots
 from .._version import __version__
-from ._community import Flavor, cluster, cluster_n, knn_graph
+from ._clustering import Flavor, cluster
 
 __all__ = ["stmic", "stmic_markers"]
 
@@ -249,22 +249,16 @@ def stmic(
         uns["image_obsm"] = feats.obsm_key
     Z = np.concatenate(blocks, axis=1)
 
-    graph = knn_graph(Z, int(n_neighbors))
-    if n_clusters is not None:
-        res = cluster_n(graph, int(n_clusters), flavor=flavor, random_state=random_state, max_steps=max_steps)
-        labels, used, exact, steps = res.labels, res.resolution, res.exact, res.steps
-        if not exact:
-            warnings.warn(
-                f"sf.tl.stmic: no resolution gave exactly {n_clusters} clusters in {len(steps)} runs; kept "
-                f"{res.n_clusters} clusters at resolution {used:.4g}. Try another random_state, n_neighbors, or "
-                "raise max_steps.",
-                UserWarning,
-                stacklevel=2,
-            )
-    else:
-        used = 1.0 if resolution is None else float(resolution)
-        labels, exact, steps = cluster(graph, used, flavor=flavor, random_state=random_state), True, []
-    k = int(labels.max()) + 1
+    labels, k, how = cluster(Z, n_clusters, method=flavor, n_neighbors=int(n_neighbors), resolution=resolution,
+                             max_steps=max_steps, random_state=random_state)
+    used, exact, steps = how["resolution"], how["exact"], how["steps"]
+    if not exact:
+        warnings.warn(
+            f"sf.tl.stmic: no resolution gave exactly {n_clusters} clusters in {len(steps)} runs; kept "
+            f"{k} clusters at resolution {used:.4g}. Try another random_state, n_neighbors, or raise max_steps.",
+            UserWarning,
+            stacklevel=2,
+        )
     log.info(f"stMIC ({modality}): {k} clusters at resolution {used:.4g} in {time.perf_counter() - t0:.1f} s")
 
     import pandas as pd
