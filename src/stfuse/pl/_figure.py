@@ -255,7 +255,7 @@ def draw(spots: Spots | None, panels: Sequence[Panel], opts: PlotOptions, *, nco
             continue
         if spots is None:
             raise InputError("A spatial panel needs the spots of a section.")
-        sp = panel.spots or spots
+        sp = panel.spots if panel.spots is not None else spots
         palette = panel.palette if panel.palette is not None else opts.palette
         kind = panel.kind or (None if panel.values is None else
                               "categorical" if _base.is_categorical(panel.values) else "continuous")
