@@ -198,3 +198,107 @@ def test_her2st_c2_spots_over_tissue(c2):
     assert under < corners - 20
     labels = [x.get_text() for x in ax.get_legend().get_texts()]
     assert labels[:7] == [str(i) for i in range(7)]
+
+
+def test_outline(toy):
+    plain = _spot_collections(_panels(sf.pl.spots(toy, color="region"))[0])[0]
+    assert np.allclose(plain.get_linewidths(), 0.0)
+    fig = sf.pl.spots(toy, color=["region", "G000"], outline=True)
+    for a in _panels(fig):
+        (coll,) = _spot_collections(a)
+        assert np.allclose(coll.get_linewidths(), 0.5)
+        assert to_hex(coll.get_edgecolors()[0]) == "#000000"
+    (coll,) = _spot_collections(_panels(sf.pl.spots(toy, color="region", outline="red"))[0])
+    assert to_hex(coll.get_edgecolors()[0]) == "#ff0000"
+
+
+def test_colours_stored_in_uns_and_reused():
+    sdata = sf.datasets.toy(n_spots=100)
+    t = sdata.tables["table"]
+    assert "region_colors" not in t.uns
+    with pytest.raises(sf.KeyNotFoundError):  # a failing plot writes nothing
+        sf.pl.spots(sdata, color=["region", "nope"])
+    assert "region_colors" not in t.uns
+    fig = sf.pl.spots(sdata, color="region")
+    stored = list(t.uns["region_colors"])
+    assert len(stored) == t.obs["region"].nunique()
+    face = _spot_collections(_panels(fig)[0])[0].get_facecolors()
+    codes = t.obs["region"].astype("category").cat.codes.to_numpy()
+    assert [to_hex(face[np.flatnonzero(codes == i)[0]]) for i in range(len(stored))] == stored
+    # the stored colours are reused, and an explicit palette is stored for the next plot (as in scanpy)
+    t.uns["region_colors"] = ["#000000", "#111111", "#222222", "#333333"]
+    face = _spot_collections(_panels(sf.pl.spots(sdata, color="region"))[0])[0].get_facecolors()
+    assert to_hex(face[np.flatnonzero(codes == 3)[0]]) == "#333333"
+    sf.pl.spots(sdata, color="region", palette="tab10")
+    assert list(t.uns["region_colors"]) == [to_hex(c) for c in plt.get_cmap("tab10").colors[:4]]
+    # compare stores the matched colours: a later plot of the key draws it as compare did
+    del t.uns["region_colors"]
+    relabel = {"A": "x", "B": "y", "C": "z", "D": "w"}
+    t.obs["perfect"] = t.obs["region"].astype(str).map(relabel).astype("category")  # categories w x y z
+    fig = sf.pl.compare(sdata, keys="perfect", truth="region")
+    region = dict(zip(t.obs["region"].cat.categories, t.uns["region_colors"]))
+    assert list(t.uns["perfect_colors"]) == [region[r] for r in "DABC"]  # the colour of the class each matches
+    matched = _spot_collections(_panels(fig)[1])[0].get_facecolors()
+    again = _spot_collections(_panels(sf.pl.spots(sdata, color="perfect"))[0])[0].get_facecolors()
+    assert np.allclose(matched, again)
+
+
+def test_show_return_fig_and_save(toy, tmp_path, monkeypatch):
+    from stfuse.pl import _figure
+
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(1))
+    # a non-interactive backend (Agg, as here): show=None does not show, the figure is returned
+    assert isinstance(sf.pl.spots(toy, color="region"), plt.Figure) and not shown
+    monkeypatch.setattr(_figure, "_can_show", lambda: True)  # as in Jupyter or a desktop session
+    assert sf.pl.spots(toy, color="region") is None and len(shown) == 1
+    assert isinstance(sf.pl.spots(toy, color="region", return_fig=True), plt.Figure) and len(shown) == 2
+    assert isinstance(sf.pl.spots(toy, color="region", show=False), plt.Figure) and len(shown) == 2
+    # saved: not shown, closed in pyplot (so Jupyter does not draw it again), still returned
+    fig = sf.pl.spots(toy, color="region", save=tmp_path / "a.png")
+    assert isinstance(fig, plt.Figure) and len(shown) == 2 and not plt.fignum_exists(fig.number)
+    assert (tmp_path / "a.png").stat().st_size > 1000
+    # into the user's axes: not shown, the axes returned (the figure with return_fig)
+    f, ax = plt.subplots()
+    assert sf.pl.loss(_with_history(toy), "fit", ax=[ax]) is ax and len(shown) == 2
+    assert sf.pl.spots(toy, color="region", ax=ax, return_fig=True) is f
+    assert sf.pl.spots(toy, color="region", ax=ax, show=True) is None and len(shown) == 3
+
+
+def _with_history(sdata):
+    sdata.tables["table"].uns["fit"] = {"params": {}, "history": {"loss": [2.0, 1.0]}}
+    return sdata
+
+
+def test_one_signature_for_every_plot(toy):
+    import dataclasses
+    import inspect
+
+    from stfuse.pl._figure import PlotOptions
+
+    shared = [f.name for f in dataclasses.fields(PlotOptions)]
+    for name in ["spots", "compare", "stmic", "senca", "spacrd", "histospace", "loss"]:
+        fn = getattr(sf.pl, name)
+        params = inspect.signature(fn).parameters
+        mine = [p for p in shared if p in params]
+        assert {"ncols", "panel_size", "dpi", "ax", "show", "return_fig", "save"} <= set(mine), name
+        doc = inspect.getdoc(fn)
+        assert all(f"\n{p}\n    " in doc for p in mine) and "Examples" in doc, name
+    assert list(inspect.signature(sf.pl.spots).parameters)[3:] == shared  # sdata, color, layer, then the options
+    assert inspect.signature(sf.pl.spacrd).parameters["cmap"].default == "magma"
+    assert "cmap" not in inspect.signature(sf.pl.compare).parameters
+    with pytest.raises(TypeError, match="cmap"):
+        sf.pl.compare(toy, keys="region", cmap="magma")
+
+
+def test_read_rgb_of_an_image_level(toy):
+    from stfuse._spots import to_uint8_rgb
+
+    level = get_spots(toy).levels[0]
+    rgb = level.read_rgb(3, 13, 5, 25)
+    assert rgb.shape == (3, 10, 20) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb, np.asarray(level.data[:, 3:13, 5:25].compute()))
+    assert to_uint8_rgb(np.ones((1, 2, 2)))[:, 0, 0].tolist() == [255, 255, 255]  # grey, float in [0, 1]
+    assert to_uint8_rgb(np.full((4, 1, 1), 65535, np.uint16)).ravel().tolist() == [255, 255, 255]  # alpha dropped
+    with pytest.raises(sf.InputError, match="3 channels"):
+        to_uint8_rgb(np.zeros((2, 1, 1)))

@@ -44,52 +44,6 @@ random_state
 copy
     Return a modified copy instead of writing into ``sdata``. Images and shapes are shared with the
     original (they are not modified); tables are copied.""",
-    # --- shared by the plots in sf.pl -----------------------------------------------------------
-    "pl_elements": """\
-table_key, shapes_key, image_key, library_id
-    Which table, spot circles and image to draw (SpatialData), or which ``uns["spatial"]`` library
-    (AnnData); inferred when there is one candidate.""",
-    "pl_spatial": """\
-image
-    Draw the H&E image under the spots (ignored, with spots alone, when the section has none).
-level
-    Image level to draw: ``"auto"`` (the coarsest level that keeps about one image pixel per screen
-    pixel at ``dpi``) or an index into the levels (0 = full resolution).
-crop
-    ``True``: zoom on the spots (plus one spot spacing); ``False``: the whole image; or a box
-    ``(x0, y0, x1, y1)`` in full-resolution pixels.
-size
-    Spot circle diameter as a fraction of the true spot diameter.
-alpha, img_alpha
-    Opacity of the spots and of the image.
-palette
-    Colours of categorical values: a colormap name, a list of colours, or ``{category: colour}``.
-    Default: ``uns[f"{key}_colors"]`` when it has one colour per category, else scanpy's palettes.
-cmap, vmin, vmax
-    Colormap and limits of continuous values; limits are numbers or percentiles such as ``"p99"``.
-na_color
-    Colour of spots without a value.
-legend
-    Draw the legend (categorical) or colorbar (continuous).
-scalebar
-    Draw a scalebar in µm (skipped, with a log note, when the pixel size is unknown).""",
-    "pl_figure": """\
-ncols
-    Panels per row.
-panel_size
-    Height of each panel in inches.
-dpi
-    Resolution of ``save`` and of ``level="auto"`` (default ``rcParams["savefig.dpi"]``).
-ax
-    Draw into these existing axes (one per panel) instead of a new figure.
-save
-    Write the figure to this path (format from the extension: ``.png``, ``.pdf``, ``.svg``).""",
-    "pl_returns": """\
-Returns
--------
-The :class:`~matplotlib.figure.Figure` drawn, or the axes passed as ``ax=`` (one
-:class:`~matplotlib.axes.Axes`, or a list for several panels). In Jupyter, end the line with ``;``
-(or assign the result) so the returned figure is not shown a second time.""",
     "returns_inplace": """\
 Returns
 -------

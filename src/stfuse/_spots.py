@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-__all__ = ["Spots", "get_spots", "is_spatialdata"]
+__all__ = ["ImageLevel", "Spots", "get_spots", "is_spatialdata", "to_uint8_rgb"]
 
 # Visium spots are 55 µm across; used for squidpy-style AnnData when no diameter in µm is recorded.
 VISIUM_SPOT_DIAMETER_UM = 55.0
@@ -43,6 +43,35 @@ def _is_anndata(obj: Any) -> bool:
     return isinstance(obj, AnnData)
 
 
+def to_uint8_rgb(block: np.ndarray) -> np.ndarray:
+    """``(3, y, x)`` uint8 RGB of a ``(c, y, x)`` image block.
+
+    One channel is repeated, a fourth (alpha) and further channels are dropped; floats are taken as
+    ``[0, 1]`` (scanpy's Visium hires), ``uint16`` is scaled down, other integers are clipped to ``[0, 255]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stfuse._spots import to_uint8_rgb
+    >>> to_uint8_rgb(np.full((1, 2, 2), 0.5)).shape, to_uint8_rgb(np.full((1, 2, 2), 0.5))[0, 0, 0]
+    ((3, 2, 2), np.uint8(128))
+    """
+    if block.shape[0] == 1:
+        block = np.repeat(block, 3, axis=0)
+    elif block.shape[0] >= 4:
+        block = block[:3]
+    elif block.shape[0] != 3:
+        raise InputError(f"Expected an RGB image (3 channels); this one has {block.shape[0]}.")
+    if block.dtype == np.uint8:
+        return block
+    if np.issubdtype(block.dtype, np.floating):
+        # float images (e.g. scanpy's Visium hires) are in [0, 1]
+        return np.clip(np.rint(block * 255.0), 0, 255).astype(np.uint8)
+    if block.dtype == np.uint16:
+        return (block // 257).astype(np.uint8)
+    return np.clip(block, 0, 255).astype(np.uint8)
+
+
 @dataclass(eq=False)
 class ImageLevel:
     """One resolution level of the image: a lazy ``(c, y, x)`` array and its scale to level 0."""
@@ -53,6 +82,21 @@ class ImageLevel:
     @property
     def shape_yx(self) -> tuple[int, int]:
         return int(self.data.shape[1]), int(self.data.shape[2])
+
+    def read_rgb(self, y0: int = 0, y1: int | None = None, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """Pixels ``[y0:y1, x0:x1]`` of this level (in its own pixels) as ``(3, h, w)`` uint8 RGB.
+
+        Reads (computes) only that window of the lazy array; see :func:`to_uint8_rgb` for the conversion.
+
+        Examples
+        --------
+        >>> import stfuse as sf
+        >>> from stfuse._spots import get_spots
+        >>> level = get_spots(sf.datasets.toy(n_spots=50)).levels[0]
+        >>> level.read_rgb(0, 10, 5, 25).shape
+        (3, 10, 20)
+        """
+        return to_uint8_rgb(np.asarray(self.data[:, y0:y1, x0:x1].compute()))
 
 
 @dataclass(eq=False)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .._docs import inject_docs
 from .._errors import InputError
-from .._spots import Spots, get_spots
+from .._spots import Spots, get_spots, to_uint8_rgb
 from ._stain import StainMethod, StainNormalizer
 
 __all__ = ["PatchBatch", "extract_patches", "fit_stain", "iter_patches", "patch_side_px"]
@@ -60,23 +60,6 @@ def patch_side_px(spots: Spots, *, size: float | None = None, size_um: float | N
     if not side >= 2:
         raise InputError(f"The patch side must be at least 2 pixels, got {side:.3g}.")
     return side
-
-
-def _to_uint8_rgb(block: np.ndarray) -> np.ndarray:
-    if block.shape[0] == 1:
-        block = np.repeat(block, 3, axis=0)
-    elif block.shape[0] >= 4:
-        block = block[:3]
-    elif block.shape[0] != 3:
-        raise InputError(f"Expected an RGB image (3 channels); this one has {block.shape[0]}.")
-    if block.dtype == np.uint8:
-        return block
-    if np.issubdtype(block.dtype, np.floating):
-        # float images (e.g. scanpy's Visium hires) are in [0, 1]
-        return np.clip(np.rint(block * 255.0), 0, 255).astype(np.uint8)
-    if block.dtype == np.uint16:
-        return (block // 257).astype(np.uint8)
-    return np.clip(block, 0, 255).astype(np.uint8)
 
 
 def _resize(patches: np.ndarray, out_px: int) -> np.ndarray:
@@ -156,7 +139,7 @@ def iter_patches(
         region = None
         if ry1 > ry0 and rx1 > rx0:
             # synchronous: a small read, never shipped to a distributed cluster (nor deadlocking inside a worker task)
-            region = _to_uint8_rgb(np.asarray(arr[:, ry0:ry1, rx0:rx1].compute(scheduler="synchronous")))
+            region = to_uint8_rgb(np.asarray(arr[:, ry0:ry1, rx0:rx1].compute(scheduler="synchronous")))
         for j in group:
             patch = np.full((3, n_side, n_side), pad_value, np.uint8)
             ya, xa = y0[j], x0[j]

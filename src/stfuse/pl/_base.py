@@ -1,27 +1,13 @@
-"""Common base of every ``sf.pl`` plot: image, spots, colours, panels, scalebar, saving.
+"""Drawing pieces of every ``sf.pl`` plot: image, spots, colours, panel grid, scalebar.
 
-Every spatial plot of stfuse is made of the same few steps, all in level-0 image pixels (the
-coordinates of :attr:`stfuse._spots.Spots.centers`):
-
-.. code-block:: python
-
-    spots = _base.get_plot_spots(sdata, table_key=..., ...)   # geometry + image, resolved once
-    p = _base.panels(n, ax=ax, ncols=..., panel_size=..., aspect=_base.box_aspect(box))
-    for ax, key in zip(p.axes, keys):
-        _base.spatial_panel(ax, spots, _base.get_values(spots, key), title=key, ...)
-    return _base.finish(p, save=save, dpi=dpi)
-
-``spatial_panel`` is ``draw_image`` + ``draw_spots`` + ``scalebar`` + title; tool plots use the
-pieces directly when they need something else in a panel (a loss curve, a histogram).
-
-Convention (documented in every public plot): a plot returns the :class:`~matplotlib.figure.Figure`
-it created, or — when ``ax=`` is given — the :class:`~matplotlib.axes.Axes` it drew into (a list when
-several axes were given). ``save=path`` writes the figure first.
+All in level-0 image pixels (the coordinates of :attr:`stfuse._spots.Spots.centers`).
+:func:`spatial_panel` is :func:`draw_image` + :func:`draw_spots` + :func:`scalebar` + title;
+:func:`panels` lays out the axes. The plots themselves are assembled by :mod:`stfuse.pl._figure`
+(shared parameters, the panel function, save / show / return).
 """
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +18,7 @@ import pandas as pd
 
 from .. import _logging as log
 from .._errors import InputError, KeyNotFoundError
-from .._spots import Spots, get_spots
+from .._spots import Spots
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -43,12 +29,11 @@ __all__ = [
     "Panels",
     "box_aspect",
     "category_colors",
+    "category_order",
     "choose_level",
     "crop_box",
     "draw_image",
     "draw_spots",
-    "finish",
-    "get_plot_spots",
     "get_values",
     "is_categorical",
     "legend_width",
@@ -73,18 +58,6 @@ ValuesKind = Literal["categorical", "continuous"]
 # ------------------------------------------------------------------------------------------------
 # data
 # ------------------------------------------------------------------------------------------------
-def get_plot_spots(
-    sdata: Any,
-    *,
-    table_key: str | None = "table",
-    shapes_key: str | None = None,
-    image_key: str | None = None,
-    library_id: str | None = None,
-) -> Spots:
-    """The :class:`~stfuse._spots.Spots` view of ``sdata`` for plotting (an image is optional)."""
-    return get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key, library_id=library_id)
-
-
 def get_values(spots: Spots, key: str, *, layer: str | None = None) -> pd.Series:
     """Values of ``key`` per spot: an ``obs`` column, else a gene (``X`` or ``layers[layer]``).
 
@@ -122,6 +95,12 @@ def is_categorical(values: Any) -> bool:
         or pd.api.types.is_string_dtype(dtype)
         or pd.api.types.is_bool_dtype(dtype)
     )
+
+
+def category_order(values: pd.Series | np.ndarray) -> list[Any]:
+    """Categories of ``values`` in drawing order: a categorical's own order, else the sorted unique values."""
+    vals = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values))
+    return list((vals if isinstance(vals.dtype, pd.CategoricalDtype) else vals.astype("category")).cat.categories)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -296,8 +275,6 @@ def read_region(
 def _read_region(
     spots: Spots, level: int, box: tuple[float, float, float, float]
 ) -> tuple[np.ndarray, tuple[float, float, float, float]] | None:
-    from ..im._patches import _to_uint8_rgb
-
     if not 0 <= level < len(spots.levels):
         raise InputError(f"level must be in 0..{len(spots.levels) - 1} for section {spots.name!r}, got {level}.")
     lv = spots.levels[level]
@@ -316,10 +293,10 @@ def _read_region(
         # same pixels as the level, without dask's chained coarsening of every finer level
         from PIL import Image
 
-        full = _to_uint8_rgb(np.asarray(base.data[:, Ya:Yb, Xa:Xb].compute())).transpose(1, 2, 0)
+        full = base.read_rgb(Ya, Yb, Xa, Xb).transpose(1, 2, 0)
         rgb = np.asarray(Image.fromarray(np.ascontiguousarray(full)).resize((xb - xa, yb - ya), Image.Resampling.BOX))
         return rgb, (Xa, Xb, Yb, Ya)
-    rgb = _to_uint8_rgb(np.asarray(lv.data[:, ya:yb, xa:xb].compute())).transpose(1, 2, 0)
+    rgb = lv.read_rgb(ya, yb, xa, xb).transpose(1, 2, 0)
     return np.ascontiguousarray(rgb), extent
 
 
@@ -627,17 +604,3 @@ def panels(
     for unused in flat[n:]:
         unused.remove()
     return Panels(fig, flat[:n], False)
-
-
-def finish(p: Panels, *, save: str | os.PathLike | None = None, dpi: float | None = None) -> Figure | Axes | list[Axes]:
-    """Save the figure when ``save`` is a path; return the Figure, or the user's axes when ``ax=`` was given."""
-    if save is not None:
-        path = os.fspath(save)
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        p.fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        log.info(f"saved figure to {path!r}")
-    if p.given:
-        return p.axes[0] if len(p.axes) == 1 else p.axes
-    return p.fig

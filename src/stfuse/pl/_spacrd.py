@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import _keys as K
 from .. import _logging as log
-from .._docs import inject_docs
 from .._errors import KeyNotFoundError
+from .._results import read
 from . import _base
+from ._figure import Panel, PlotOptions, draw, plot_function
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -24,22 +25,24 @@ _METHOD = {"gmm_intersection": "GMM intersection", "gmm_midpoint": "GMM midpoint
            "constant": "constant scores"}
 
 
-def _threshold_contour(ax: Axes, centers: np.ndarray, scores: np.ndarray, threshold: float, color: str) -> bool:
+def _contour(ax: Axes, *, centers: np.ndarray, scores: np.ndarray, threshold: float, color: str) -> None:
     """Contour ``score = threshold`` interpolated over the Delaunay triangulation of the spot centres."""
     import matplotlib.tri as mtri
 
-    if len(scores) < 3 or not (scores.min() < threshold < scores.max()):
-        return False
-    try:
-        tri = mtri.Triangulation(centers[:, 0], centers[:, 1])
-    except (RuntimeError, ValueError):  # collinear spots: no triangulation
-        return False
+    tri = None
+    if len(scores) >= 3 and scores.min() < threshold < scores.max():
+        try:
+            tri = mtri.Triangulation(centers[:, 0], centers[:, 1])
+        except (RuntimeError, ValueError):  # collinear spots: no triangulation
+            pass
+    if tri is None:
+        log.info("sf.pl.spacrd: no threshold contour (all spots on one side of the threshold, or too few spots)")
+        return
     # drop long triangles that bridge gaps between separate pieces of tissue
     edges = np.hypot(*np.diff(centers[tri.triangles[:, [0, 1, 2, 0]]], axis=1).transpose(2, 0, 1))
     longest = edges.max(axis=1)
     tri.set_mask(longest > 2.5 * np.median(longest))
     ax.tricontour(tri, scores, levels=[threshold], colors=[color], linewidths=1.5, zorder=3)
-    return True
 
 
 def _histogram(ax: Axes, scores: np.ndarray, thr: Mapping[str, Any], *, bins: int, truth: np.ndarray | None,
@@ -64,35 +67,18 @@ def _histogram(ax: Axes, scores: np.ndarray, thr: Mapping[str, Any], *, bins: in
     ax.set_title(f"scores ({_METHOD.get(str(thr.get('method')), thr.get('method'))})")
 
 
-@inject_docs
+@plot_function(alpha=0.8, cmap="magma", vmin=0.0, vmax=1.0)
 def spacrd(
     sdata: Any,
     key: str = "spacrd",
     *,
     truth: str | None = None,
     positive: Any = True,
-    table_key: str = K.TABLE,
-    shapes_key: str | None = None,
-    image_key: str | None = None,
-    library_id: str | None = None,
-    image: bool = True,
-    level: int | Literal["auto"] = "auto",
-    crop: bool | tuple[float, float, float, float] = True,
-    size: float = 1.0,
-    alpha: float = 0.8,
-    img_alpha: float = 1.0,
-    cmap: str = "magma",
     contour: bool = True,
     contour_color: str = "#00e5ff",
     bins: int = 30,
-    legend: bool = True,
-    scalebar: bool = True,
-    ncols: int | None = None,
-    panel_size: float = 4.0,
-    dpi: float | None = None,
-    ax: Axes | Sequence[Axes] | None = None,
-    save: str | os.PathLike | None = None,
-) -> Figure | Axes | list[Axes]:
+    opts: PlotOptions,
+) -> Figure | Axes | list[Axes] | None:
     """Plot a SpaCRD result: score map over the H&E image with the threshold contour, and the score histogram.
 
     Panels: the cancer score of every spot (0..1) over the image, with the contour where the score
@@ -110,72 +96,52 @@ def spacrd(
         is missing are left out of the metrics.
     positive
         The value(s) of ``truth`` that mean cancer.
-    %(pl_elements)s
-    image, level, crop, size, alpha, img_alpha, cmap, legend, scalebar
-        As in :func:`stfuse.pl.spots`.
     contour
         Draw the threshold contour on the score map.
     contour_color
         Colour of the contour and of the threshold line in the histogram.
     bins
         Histogram bins.
-    %(pl_figure)s
-
-    %(pl_returns)s
 
     Examples
     --------
     >>> import stfuse as sf
     >>> ref, new = sf.datasets.toy(n_spots=300, seed=0), sf.datasets.toy(n_spots=300, seed=1)
     >>> sf.tl.spacrd(new, ref, use_image=False, epochs=5, lr=1e-2, dim=32, hidden=(64,), heads=2)
-    >>> fig = sf.pl.spacrd(new, truth="cancer")
+    >>> fig = sf.pl.spacrd(new, truth="cancer", show=False)
     >>> [a.get_title().split(" ")[0] for a in fig.axes if a.get_title()]
     ['SpaCRD', 'cancer', 'scores']
     """
     from ..metrics import classification
 
-    sp = _base.get_plot_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key,
-                              library_id=library_id)
-    obs = sp.table.obs
-    score_key = K.score(key)
-    info = sp.table.uns.get(key)
-    if score_key not in obs.columns or key not in obs.columns or not isinstance(info, Mapping) or "threshold" not in info:
+    res = read(sdata, key, table_key=opts.table_key, tool="spacrd")
+    obs = res.table.obs
+    if K.score(key) not in obs.columns or key not in obs.columns or not isinstance(res.uns.get("threshold"), Mapping):
         raise KeyNotFoundError(
-            f"No SpaCRD result under key {key!r} (needs obs[{score_key!r}], obs[{key!r}] and uns[{key!r}]): run "
-            f"sf.tl.spacrd(sdata, reference, key_added={key!r}) first, or pass key=..."
+            f"No SpaCRD result under key {key!r} (needs obs[{K.score(key)!r}], obs[{key!r}] and uns[{key!r}]"
+            f"['threshold']): run sf.tl.spacrd(sdata, reference, key_added={key!r}) first, or pass key=..."
         )
-    scores = obs[score_key].to_numpy(dtype=np.float64)
-    thr = info["threshold"]
+    sp = opts.get_spots(sdata)
+    scores = obs[K.score(key)].to_numpy(dtype=np.float64)
+    thr = res.uns["threshold"]
     title = "SpaCRD score"
-    t_values = t_bool = None
+    panels = []
+    shown, t_hist = scores, None
     if truth is not None:
         t_values = _base.get_values(sp, truth)
-        values = list(positive) if isinstance(positive, list | tuple | set) else [positive]
         ok = t_values.notna().to_numpy()
-        t_bool = t_values.isin(values).to_numpy()
+        t_bool = t_values.isin(list(positive) if isinstance(positive, list | tuple | set) else [positive]).to_numpy()
         if ok.any() and 0 < t_bool[ok].sum() < ok.sum():
             m = classification(t_bool[ok], scores[ok], pred=(obs[key] == "cancer").to_numpy()[ok])
             title = f"SpaCRD score\nAUC {m['auc']:.3f}  AP {m['ap']:.3f}  F1 {m['f1']:.3f}"
-        t_bool = np.where(ok, t_bool, False)
-        t_hist = t_bool[ok]
-    n = 3 if truth is not None else 2
-    box = _base.crop_box(sp, crop)
-    widths = [_base.legend_width(scores, legend=legend)]
-    if t_values is not None:
-        widths.append(_base.legend_width(t_values.astype("category"), legend=legend))
-    widths.append(0.0)
-    p = _base.panels(n, ax=ax, ncols=ncols or n, panel_size=panel_size, aspect=_base.box_aspect(box),
-                     extra_width=widths)
-    a = p.axes[0]
-    _base.spatial_panel(a, sp, scores, title=title, image=image, level=level, box=box, img_alpha=img_alpha,
-                        with_scalebar=scalebar, dpi=dpi, kind="continuous", cmap=cmap, vmin=0.0, vmax=1.0, size=size,
-                        alpha=alpha, legend=legend, colorbar=legend, legend_title="score")
-    if contour and not _threshold_contour(a, sp.centers, scores, float(thr["threshold"]), contour_color):
-        log.info("sf.pl.spacrd: no threshold contour (all spots on one side of the threshold, or too few spots)")
-    if t_values is not None:
-        _base.spatial_panel(p.axes[1], sp, t_values, title=f"{truth} (truth)", image=image, level=level, box=box,
-                            img_alpha=img_alpha, with_scalebar=scalebar, dpi=dpi, size=size, alpha=alpha,
-                            legend=legend, uns_colors=sp.table.uns.get(f"{truth}_colors"))
-    _histogram(p.axes[-1], scores if truth is None else scores[t_values.notna().to_numpy()], thr, bins=int(bins),
-               truth=None if truth is None else t_hist, color=contour_color)
-    return _base.finish(p, save=save, dpi=dpi)
+        shown, t_hist = scores[ok], t_bool[ok]
+        panels.append(Panel(t_values, f"{truth} (truth)", key=truth))
+    then = None
+    if contour:
+        then = functools.partial(_contour, centers=sp.centers, scores=scores, threshold=float(thr["threshold"]),
+                                 color=contour_color)
+    panels.insert(0, Panel(scores, title, kind="continuous", style={"legend_title": "score"}, then=then))
+    panels.append(Panel(plot=functools.partial(_histogram, scores=shown, thr=thr, bins=int(bins), truth=t_hist,
+                                               color=contour_color)))
+    return draw(sp, panels, opts)
+

@@ -184,9 +184,7 @@ def tile_tissue(
     H0, W0 = levels[0].shape_yx
     li = max([i for i, lv in enumerate(levels) if max(lv.shape_yx) >= min(MASK_PX, max(H0, W0))] or [0])
     lvl = levels[li]
-    from ..im._patches import _to_uint8_rgb
-
-    rgb = _to_uint8_rgb(np.asarray(lvl.data.compute()))
+    rgb = lvl.read_rgb()
     mask = tissue_mask(rgb, min_object=max(4, int((diameter * lvl.scale) ** 2)))
     # fraction of tissue in a box of the circle's area around each pixel (coarse level)
     from scipy import ndimage as ndi
