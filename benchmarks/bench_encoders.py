@@ -8,7 +8,8 @@ pixel count before the encoder resizes it to its input. Features:
 - ``mean RGB``: the patch's mean colour (3-d);
 - ``squidpy``: squidpy's ``summary + histogram + texture`` image features (105-d; the definitions of
   ``ImageContainer.features_summary/histogram/texture`` with their defaults, computed on the patch with
-  numpy/scikit-image directly — equal to squidpy's output, checked on the first patches of every run);
+  numpy/scikit-image directly — equal to squidpy's output, checked on a patch in every run; patches
+  larger than 160 px are down-sampled to 160 px first, which keeps the GLCM affordable);
 - ``histospace``: the HistoSPACE autoencoder's pooled encoder (the previous default, 256-d);
 - ``tissue``: the new default (:class:`stfuse.nn.TissueCNN`, SimCLR with resolution augmentation, 384-d).
 
@@ -49,6 +50,7 @@ SECTIONS = ("B4", "C2", "C3", "C4", "C5", "C6")
 FACTORS = (1.0, 0.3)
 PATCHES = {"1 diameter (100 µm)": (1.0, None), "2 spacings (400 µm)": (None, 2.0)}
 STORE_MAX = 256
+SQUIDPY_MAX = 160  # squidpy features of larger patches are computed on the patch down-sampled to this side
 
 
 # --- squidpy's summary + histogram + texture features --------------------------------------------
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
             for f in FACTORS:
                 P = degrade(native, side, f)
                 feats[s, "mean RGB", pname, f] = P.reshape(len(P), 3, -1).mean(axis=2) / 255.0
-                feats[s, "squidpy summary+histogram+texture", pname, f] = np.stack([squidpy_features(x) for x in P])
+                Q = P if P.shape[-1] <= SQUIDPY_MAX else degrade(P, P.shape[-1], SQUIDPY_MAX / P.shape[-1])
+                feats[s, "squidpy summary+histogram+texture", pname, f] = np.stack([squidpy_features(x) for x in Q])
                 for name, enc in encs.items():
                     feats[s, name, pname, f] = encode(enc, P)
         print(f"{s}: features in {time.time() - t0:.0f} s", flush=True)

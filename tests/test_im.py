@@ -100,9 +100,10 @@ def _tiny():
 def test_embed_writes_and_caches(toy, monkeypatch):
     sf.im.embed(toy, _tiny())
     t = toy.tables["table"]
-    assert t.obsm["X_tiny"].shape == (400, 4)
-    prov = t.uns["stfuse_embeddings"]["X_tiny"]
-    assert prov["encoder"] == "tiny" and prov["patch_side_px"] == 24.0 and prov["checksum"]
+    assert t.obsm["X_tiny_55um"].shape == (400, 4)  # the toy's spots are 55 µm (24 px) across
+    prov = t.uns["stfuse_embeddings"]["X_tiny_55um"]
+    assert prov["encoder"] == "tiny" and prov["patch_side_px"] == 24.0 and prov["patch_side_um"] == 55.0
+    assert prov["checksum"]
     from stfuse.im import _embed
 
     monkeypatch.setattr(_embed, "iter_patches", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
@@ -112,9 +113,26 @@ def test_embed_writes_and_caches(toy, monkeypatch):
         _embed.image_features(get_spots(toy), _tiny(), size=2)
 
 
+def test_embeddings_of_other_patch_sizes_never_overwrite_each_other(toy):
+    sf.im.embed(toy, _tiny())
+    sf.im.embed(toy, _tiny(), size=2)
+    t = toy.tables["table"]
+    assert {"X_tiny_55um", "X_tiny_110um"} <= set(t.obsm) and {"X_tiny_55um", "X_tiny_110um"} <= set(
+        t.uns["stfuse_embeddings"])
+    assert t.uns["stfuse_embeddings"]["X_tiny_110um"]["patch_side_px"] == 48.0
+    first = t.obsm["X_tiny_55um"].copy()
+    sf.im.embed(toy, _tiny(), size=1)  # cached: nothing recomputed or replaced
+    np.testing.assert_array_equal(t.obsm["X_tiny_55um"], first)
+    with pytest.warns(UserWarning, match="made otherwise"):  # an explicit key reused for another patch: said aloud
+        sf.im.embed(toy, _tiny(), size=2, key_added="tiny_55um")
+    assert t.uns["stfuse_embeddings"]["X_tiny_55um"]["patch_side_px"] == 48.0
+    spots = get_spots(toy)
+    assert sf.im.embedding_key("tissue", spots, spots.diameter, "macenko") == "X_tissue_55um_macenko"
+
+
 def test_embed_copy_leaves_original(toy):
     out = sf.im.embed(toy, _tiny(), copy=True)
-    assert "X_tiny" in out.tables["table"].obsm and "X_tiny" not in toy.tables["table"].obsm
+    assert "X_tiny_55um" in out.tables["table"].obsm and "X_tiny_55um" not in toy.tables["table"].obsm
 
 
 def test_encoder_with_wrong_output_shape(toy):
@@ -243,8 +261,9 @@ def test_visium_hires_png_anndata(tmp_path):
     assert len(ys) == 36 and ys.mean() == pytest.approx(14.5, abs=1) and xs.mean() == pytest.approx(14.5, abs=1)
     assert (patches[0] == 250).all()
     sf.im.embed(adata, _tiny())
-    assert adata.obsm["X_tiny"].shape == (4, 4)
-    assert adata.uns["stfuse_embeddings"]["X_tiny"]["patch_side_px"] == 30.0
+    key = sf.im.embedding_key("tiny", spots, spots.diameter)
+    assert adata.obsm[key].shape == (4, 4)
+    assert adata.uns["stfuse_embeddings"][key]["patch_side_px"] == 30.0
 
 
 @pytest.mark.her2st

@@ -126,3 +126,26 @@ def test_base_model_save_load_and_gene_check(tmp_path):
     w1 = _Tiny(n_in=3, device="cpu", random_state=5).module.weight
     w2 = _Tiny(n_in=3, device="cpu", random_state=5).module.weight
     assert torch.equal(w1, w2)
+
+
+def test_tissue_cnn_features_any_input_size():
+    from stfuse.nn import TissueCNN
+
+    net = TissueCNN((8, 8, 16, 16)).eval()
+    assert net.output_dim == 32
+    for px in (32, 64, 96):
+        out = net(torch.rand(3, 3, px, px))
+        assert out.shape == (3, 32) and torch.isfinite(out).all()
+
+
+def test_load_state_dict_unwraps_and_returns_float32(tmp_path):
+    from stfuse.nn import file_checksum, load_state_dict, shipped_weights
+
+    net = torch.nn.Linear(3, 2)
+    torch.save({"state_dict": {k: v.half() for k, v in net.state_dict().items()}}, tmp_path / "w.pt")
+    state = load_state_dict(tmp_path / "w.pt")
+    assert all(v.dtype == torch.float32 for v in state.values())
+    torch.nn.Linear(3, 2).load_state_dict(state)
+    assert len(file_checksum(tmp_path / "w.pt")) == 16
+    with pytest.raises(sf.WeightsUnavailableError, match="train_tissue_encoder.py"):
+        shipped_weights("tissue", tmp_path / "missing.pt")

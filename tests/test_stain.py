@@ -114,11 +114,11 @@ def test_embed_records_stain_and_keys_the_cache_on_it(small_toy, monkeypatch):
     enc = sf.im.Encoder.from_module(net, name="tiny", input_px=16)
     sf.im.embed(small_toy, enc, stain="reinhard")
     t = small_toy.tables["table"]
-    prov = t.uns["stfuse_embeddings"]["X_tiny"]
+    prov = t.uns["stfuse_embeddings"]["X_tiny_55um_reinhard"]
     assert prov["stain"] == "reinhard" and prov["stain_params"]["method"] == "reinhard"
     spots = get_spots(small_toy)
     assert sf.im.image_features(spots, enc, stain="reinhard").cached
     assert not sf.im.image_features(spots, enc).cached  # no stain normalisation: another embedding
     assert not sf.im.image_features(spots, enc, stain="macenko").cached
     raw = sf.im.image_features(spots, enc).X
-    assert not np.allclose(raw, t.obsm["X_tiny"])
+    assert not np.allclose(raw, t.obsm["X_tiny_55um_reinhard"])

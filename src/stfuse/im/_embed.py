@@ -74,8 +74,8 @@ def embedding_key(encoder: str, spots: Spots, side_px: float, stain: str = "none
     >>> import stfuse as sf
     >>> from stfuse._spots import get_spots
     >>> spots = get_spots(sf.datasets.toy(n_spots=100))
-    >>> sf.im.embedding_key("tissue", spots, 2 * spots.spacing())
-    'X_tissue_200um'
+    >>> sf.im.embedding_key("tissue", spots, spots.diameter)
+    'X_tissue_55um'
     """
     side = f"{round(side_px * spots.microns_per_pixel)}um" if spots.microns_per_pixel else f"{round(side_px)}px"
     suffix = "" if stain in (None, "none") else f"_{stain}"
