@@ -22,21 +22,20 @@ if TYPE_CHECKING:
 __all__ = ["histospace"]
 
 
-def _measured(data: Any, table_key: str, genes: list[str], norm: dict[str, Any]) -> pd.DataFrame | None:
-    """Measured expression of ``genes`` normalised like the predictions, or ``None`` without measurements."""
-    from ..pp import prepare_expression
+def _measured(data: Any, key: str, table_key: str, genes: list[str]) -> pd.DataFrame | None:
+    """Measured expression of ``genes`` as :func:`stfuse.tl.histospace` wrote it beside the predictions.
 
+    It is normalised like the training targets by the tool (pl never normalises); ``None`` when the
+    predictions were written without measurements (e.g. tissue tiles) or ``table_key`` is absent.
+    """
     if is_spatialdata(data):
-        if table_key not in data.tables:
+        if table_key not in data.tables or K.MEASURED not in data.tables[key].layers:
             return None
-        table = data.tables[table_key]
-    else:
-        table = data
-    if table.n_vars == 0 or any(g not in table.var_names for g in genes):
+        pred = data.tables[key]
+        return pd.DataFrame(np.asarray(pred.layers[K.MEASURED]), index=pred.obs_names, columns=pred.var_names)[genes]
+    if K.measured(key) not in data.obsm:
         return None
-    X = prepare_expression(table, genes=genes, target_sum=norm.get("target_sum", 1e4),
-                           log1p=bool(norm.get("log1p", True))).X
-    return pd.DataFrame(X, index=table.obs_names, columns=genes)
+    return pd.DataFrame(np.asarray(data.obsm[K.measured(key)]), index=data.obs_names, columns=genes)
 
 
 @inject_docs
@@ -123,9 +122,8 @@ def histospace(
         pred_spots = _base.get_plot_spots(sdata)
         info = dict(sdata.uns[key])
         pred = pd.DataFrame(np.asarray(sdata.obsm[f"X_{key}_pred"]), index=sdata.obs_names, columns=info["genes"])
-    norm = dict(info.get("normalisation", {"target_sum": 1e4, "log1p": True}))
     all_genes = pred.columns.tolist()
-    meas_all = _measured(sdata, table_key, all_genes, norm) if (measured or hist) else None
+    meas_all = _measured(sdata, key, table_key, all_genes) if (measured or hist) else None
     if meas_all is not None and not meas_all.index.isin(pred.index).any():
         meas_all = None  # the predictions are for other spots (tiles): nothing to compare
     r = None
