@@ -149,7 +149,9 @@ def test_histospace_writes_prediction_table(trained):
     assert t.uns["histospace"]["genes"] == MARKERS
     assert t.uns["histospace"]["normalisation"] == {"target_sum": 1e4, "log1p": True}
     assert "val_loss" in t.uns["histospace"]["history"]
-    assert model.info["tile"]["size_um"] == pytest.approx(55.0)
+    assert model.registry.tile["size_um"] == pytest.approx(55.0)
+    # the measured expression, normalised like the training targets, beside the predictions
+    np.testing.assert_array_equal(pred.layers["measured"], sf.pp.prepare_expression(t, genes=MARKERS).X)
     # the image tells regions C/D (programme 2) from A/B: the marker genes are predicted
     r = sf.metrics.gene_correlation(target)
     assert r.loc[MARKERS[:15], "r"].mean() > 0.3
@@ -182,6 +184,7 @@ def test_histospace_slide_without_expression(trained, tmp_path):
     sf.tl.histospace(slide, model=model)
     pred = slide.tables["histospace"]
     assert pred.n_obs == len(slide.shapes["tissue_tiles"]) and pred.var_names.tolist() == MARKERS
+    assert "measured" not in pred.layers  # tiles have no measurement
     assert pred.uns["stfuse"]["tissue_tiles"]["spot_diameter_um"] == pytest.approx(55.0)
     # scanpy / squidpy work on the predictions unchanged
     sq.gr.spatial_neighbors_knn(pred, n_neighs=6)
@@ -209,6 +212,7 @@ def test_histospace_anndata_target(trained):
                                 "scalefactors": {"tissue_hires_scalef": 1.0, "spot_diameter_fullres": 24.0}}}
     sf.tl.histospace(a, model=model)
     np.testing.assert_allclose(a.obsm["X_histospace_pred"], target.tables["histospace"].X, atol=1e-5)
+    np.testing.assert_array_equal(a.obsm["X_histospace_measured"], target.tables["histospace"].layers["measured"])
     assert sf.metrics.gene_correlation(a).shape[0] == len(MARKERS)
 
 
@@ -246,7 +250,7 @@ def test_histospace_stain_normalisation_is_recorded_and_reapplied():
     ref, target = _toy(100, 0), _toy(100, 1)
     model = sf.tl.histospace(target, ref, genes=["G030", "G031"], epochs=1, stain="reinhard", return_model=True,
                              **FAST)
-    assert model.info["tile"]["stain"] == "reinhard"
+    assert model.registry.tile["stain"] == "reinhard"
     first = target.tables["histospace"].X.copy()
     with pytest.warns(UserWarning, match="Replacing"):
         sf.tl.histospace(target, model=model)
@@ -263,7 +267,7 @@ def test_histospace_trains_on_target_itself_by_default():
     model = sf.tl.histospace(sdata, genes=["G030", "G031"], epochs=1, val_fraction=0.0, return_model=True,
                              tile_ram_gb=0, cache_gb=0, **FAST)
     assert sdata.tables["histospace"].shape == (100, 2)
-    assert model.info["train"]["n_val"] == 0 and model.info["references"] == ["toy_spots"]
+    assert model.info["train"]["n_val"] == 0 and model.registry.references == ["toy_spots"]
 
 
 # --- metrics -------------------------------------------------------------------------------------

@@ -147,5 +147,5 @@ def test_load_state_dict_unwraps_and_returns_float32(tmp_path):
     assert all(v.dtype == torch.float32 for v in state.values())
     torch.nn.Linear(3, 2).load_state_dict(state)
     assert len(file_checksum(tmp_path / "w.pt")) == 16
-    with pytest.raises(sf.WeightsUnavailableError, match="train_tissue_encoder.py"):
+    with pytest.raises(sf.WeightsUnavailableError, match=r"train_tissue_encoder\.py"):
         shipped_weights("tissue", tmp_path / "missing.pt")

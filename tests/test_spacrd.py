@@ -178,6 +178,7 @@ def test_spacrd_tool_reuses_a_saved_model(sections, tmp_path):
     out, model = sf.tl.spacrd(tgt, [ref], use_image=False, copy=True, return_model=True, **FAST)
     model.save(tmp_path / "m")
     loaded = SpaCRD.load(tmp_path / "m", device="cpu")
+    assert loaded.registry == model.registry and loaded.registry.labels == {"label_key": "cancer", "positive": True}
     again = sf.tl.spacrd(tgt, model=loaded, copy=True, device="cpu")
     np.testing.assert_array_equal(_table(again).obs["spacrd_score"].to_numpy(),
                                   _table(out).obs["spacrd_score"].to_numpy())

@@ -57,6 +57,11 @@ def pred(key: str) -> str:
     return f"X_{key}_pred"
 
 
+def measured(key: str) -> str:
+    """``obsm`` key of the measured expression beside ``obsm[pred(key)]`` (normalised like the predictions)."""
+    return f"X_{key}_measured"
+
+
 def colors(key: str) -> str:
     """``uns`` key of the colours of categorical ``obs[key]`` (scanpy's naming, reused by every plot)."""
     return f"{key}_colors"

@@ -37,6 +37,11 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _history(h: Mapping[str, Any]) -> dict[str, Any]:
+    """Training curves as float arrays; a nested mapping (e.g. a pre-training stage) stays nested."""
+    return {k: _history(v) if isinstance(v, Mapping) else np.asarray(v, dtype=float) for k, v in h.items()}
+
+
 def result_uns(*, params: Mapping[str, Any], history: Mapping[str, Sequence[float]] | None = None,
                inputs: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """The ``uns[key_added]`` entry of a tool result, in the one schema (see the module docstring)."""
@@ -45,7 +50,7 @@ def result_uns(*, params: Mapping[str, Any], history: Mapping[str, Sequence[floa
         raise ValueError(f"extra keys {clash} are reserved by the result schema")
     return {
         "params": {k: _jsonable(v) for k, v in params.items() if v is not None},
-        "history": {k: np.asarray(v, dtype=float) for k, v in (history or {}).items()},
+        "history": _history(history or {}),
         "inputs": {k: _jsonable(v) for k, v in (inputs or {}).items() if v is not None},
         "stfuse_version": __version__,
         **extra,

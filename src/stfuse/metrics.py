@@ -123,8 +123,11 @@ def pearson_per_gene(y_true: Any, y_pred: Any) -> np.ndarray:
     return r
 
 
-def _predictions(data: Any, key: str, table_key: str) -> tuple[Any, np.ndarray, list[str], dict]:
-    """Measured table, predicted matrix (rows aligned to it), genes and the tool's ``uns`` entry."""
+def _predictions(data: Any, key: str, table_key: str) -> tuple[Any, np.ndarray, np.ndarray | None, list[str], dict]:
+    """Measured table, predictions, the measurements the tool normalised (or ``None``), genes, ``uns`` entry.
+
+    Rows of the matrices are aligned to the returned table.
+    """
     from ._spots import is_spatialdata
 
     if is_spatialdata(data):
@@ -145,22 +148,26 @@ def _predictions(data: Any, key: str, table_key: str) -> tuple[Any, np.ndarray, 
                 f"The spots of table {key!r} are not those of table {table_key!r} (no shared spot names): the "
                 "predictions were made for other spots (e.g. tissue tiles), which have no measurement."
             )
-        P = pred[common].X
-        P = P.toarray() if hasattr(P, "toarray") else np.asarray(P)
-        return measured[common], P, pred.var_names.tolist(), dict(pred.uns.get(key, {}))
-    obsm_key = f"X_{key}_pred"
+        rows = pred[common]
+        P = rows.X.toarray() if hasattr(rows.X, "toarray") else np.asarray(rows.X)
+        M = np.asarray(rows.layers[K.MEASURED]) if K.MEASURED in rows.layers else None
+        return measured[common], P, M, pred.var_names.tolist(), dict(pred.uns.get(key, {}))
+    obsm_key = K.pred(key)
     if obsm_key not in data.obsm or key not in data.uns:
         raise KeyNotFoundError(f"No predictions obsm[{obsm_key!r}] / uns[{key!r}]; run sf.tl.histospace first.")
-    return data, np.asarray(data.obsm[obsm_key]), list(data.uns[key]["genes"]), dict(data.uns[key])
+    M = np.asarray(data.obsm[K.measured(key)]) if K.measured(key) in data.obsm else None
+    return data, np.asarray(data.obsm[obsm_key]), M, list(data.uns[key]["genes"]), dict(data.uns[key])
 
 
 def gene_correlation(data: Any, key: str = "histospace", *, table_key: str = K.TABLE, layer: str | None = None,
                      genes: Iterable[str] | None = None) -> pd.DataFrame:
     """Per-gene Pearson r across spots between measured and predicted expression.
 
-    The measured counts are normalised the way the predictions' training targets were (library
-    size 1e4 and log1p, as recorded by :func:`stfuse.tl.histospace`); r is computed per gene across
-    the spots that have both (:func:`pearson_per_gene`), NaN for genes constant on either side.
+    The measured expression is the one :func:`stfuse.tl.histospace` wrote beside the predictions,
+    normalised the way the training targets were (library size 1e4 and log1p); predictions written
+    without it (or ``layer`` given) have the measured counts normalised here as recorded in
+    ``uns[key]["normalisation"]``. r is computed per gene across the spots that have both
+    (:func:`pearson_per_gene`), NaN for genes constant on either side.
 
     Parameters
     ----------
@@ -193,7 +200,7 @@ def gene_correlation(data: Any, key: str = "histospace", *, table_key: str = K.T
 
     from .pp import prepare_expression
 
-    measured, P, pred_genes, info = _predictions(data, key, table_key)
+    measured, P, M, pred_genes, info = _predictions(data, key, table_key)
     chosen = pred_genes if genes is None else [str(g) for g in genes]
     unknown = [g for g in chosen if g not in pred_genes]
     if unknown:
@@ -201,10 +208,13 @@ def gene_correlation(data: Any, key: str = "histospace", *, table_key: str = K.T
     chosen = [g for g in chosen if g in measured.var_names]
     if not chosen:
         raise InputError("None of the predicted genes is measured in the table; nothing to correlate.")
-    norm = info.get("normalisation", {"target_sum": 1e4, "log1p": True})
-    Y = prepare_expression(measured, genes=chosen, layer=layer, target_sum=norm.get("target_sum", 1e4),
-                           log1p=bool(norm.get("log1p", True))).X
     col = pd.Index(pred_genes).get_indexer(chosen)
+    if M is not None and layer is None:  # written by the tool, normalised like the training targets
+        Y = np.ascontiguousarray(M[:, col], dtype=np.float32)  # C order: the same sums as before
+    else:
+        norm = info.get("normalisation", {"target_sum": 1e4, "log1p": True})
+        Y = prepare_expression(measured, genes=chosen, layer=layer, target_sum=norm.get("target_sum", 1e4),
+                               log1p=bool(norm.get("log1p", True))).X
     Ph = P[:, col].astype(np.float64)
     r = pearson_per_gene(Y, Ph)
     counts = measured.X if layer is None else measured.layers[layer]

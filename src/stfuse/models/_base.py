@@ -13,6 +13,7 @@ import torch
 from .._errors import DataNotFoundError, GeneMismatchError, InputError
 from .._settings import settings
 from .._version import __version__
+from ..data import Registry
 from ..nn import seeded
 
 __all__ = ["BaseModel"]
@@ -27,8 +28,10 @@ class BaseModel:
 
     A subclass implements :meth:`_build` (make ``self.module`` from ``self.params``) and its own
     ``fit``/``predict``. The wrapper keeps everything needed to apply the model to new data:
-    ``params`` (constructor arguments), ``genes`` (input genes, in order), ``info`` (normalisation,
-    encoder, training history, ...). :meth:`save` writes all of it; :meth:`load` restores it.
+    ``params`` (constructor arguments), ``genes`` (input genes, in order), ``registry`` (how the
+    training data were prepared: normalisation, image encoder, tile size, neighbourhood, ...; a
+    :class:`stfuse.data.Registry` that the tools re-apply to new data) and ``info`` (what training
+    produced: history, settings). :meth:`save` writes all of it; :meth:`load` restores it.
     """
 
     #: bump when the saved layout of a model changes
@@ -39,6 +42,7 @@ class BaseModel:
         self.params: dict[str, Any] = dict(params)
         self.genes: list[str] | None = list(genes) if genes is not None else None
         self.info: dict[str, Any] = {}
+        self.registry: Registry | None = None
         self.random_state = int(random_state)
         self.device = settings.resolve_device(device)
         with seeded(self.random_state, self.device):
@@ -71,7 +75,7 @@ class BaseModel:
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Save weights, parameters, genes and the stfuse version to directory ``path``.
+        """Save weights, parameters, genes, registry and the stfuse version to directory ``path``.
 
         Examples
         --------
@@ -89,6 +93,7 @@ class BaseModel:
             "params": self.params,
             "genes": self.genes,
             "info": self.info,
+            "registry": self.registry.to_dict() if self.registry is not None else None,
             "random_state": self.random_state,
             "is_trained": self.is_trained,
         }
@@ -119,6 +124,9 @@ class BaseModel:
         obj.module.load_state_dict(state)
         obj.module.eval()
         obj.info = config.get("info", {})
+        reg = config.get("registry")
+        obj.registry = (Registry.from_dict(reg) if reg is not None
+                        else Registry.from_info(cls.__name__.lower(), obj.genes, obj.info))
         obj.is_trained = bool(config.get("is_trained", True))
         return obj
 

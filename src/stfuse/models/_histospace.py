@@ -199,7 +199,8 @@ class HistoSPACE(BaseModel):
     (40, 5)
     """
 
-    format_version: ClassVar[int] = 1
+    #: 2: the data contract (normalisation, tile size and stain) is in ``registry``, not ``info``
+    format_version: ClassVar[int] = 2
 
     def __init__(
         self,

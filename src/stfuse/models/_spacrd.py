@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from torch import nn
 
 from .. import _logging as log
 from .._errors import InputError
+from ..data import stratified_split
 from ..gr import adjacency, bfs_order
 from ..nn import NeighbourhoodCrossAttention, info_nce, mlp, neighbourhood_tokens, train
 from ._base import BaseModel
@@ -248,6 +249,9 @@ class SpaCRD(BaseModel):
     (60,)
     """
 
+    #: 2: the data contract (genes' normalisation, image encoder, labels) is in ``registry``, not ``info``
+    format_version: ClassVar[int] = 2
+
     def __init__(self, *, n_genes: int, n_image: int = 0, genes: Sequence[str] | None = None, n_neighs: int = 6,
                  use_image: bool = True, use_genes: bool = True, cross_attention: bool = True, vae: bool = True,
                  alignment: bool = True, hidden: Sequence[int] = (1024, 512), dim: int = 512, heads: int = 8,
@@ -359,7 +363,8 @@ class SpaCRD(BaseModel):
     def fit(self, genes: Any, image: Any, neighbours: Any, labels: Any, *, epochs: int = 100,
             pretrain_epochs: int = 20, schedule: Schedule = "staged", lr: float = 1e-4,
             weight_decay: float = 1e-4, batch_size: int = 256, val_fraction: float = 0.1,
-            patience: int | None = 10, random_state: int | None = None) -> SpaCRD:
+            validation: np.ndarray | None = None, patience: int | None = 10,
+            random_state: int | None = None) -> SpaCRD:
         """Train on labelled reference spots.
 
         Parameters
@@ -392,6 +397,9 @@ class SpaCRD(BaseModel):
         val_fraction
             Fraction of the labelled spots held out (stratified by class) to monitor the total loss;
             early stopping restores the best epoch. ``0`` disables it.
+        validation
+            Indices of the spots to hold out instead (e.g. :func:`stfuse.data.stratified_split`, or every
+            spot of a held-out section); their labels monitor the loss and they are not trained on.
         patience
             Early-stopping patience in epochs (``None``: train all ``epochs``).
         random_state
@@ -415,8 +423,13 @@ class SpaCRD(BaseModel):
                 "negative spots); SpaCRD needs both cancer and normal spots to learn from."
             )
         seed = self.random_state if random_state is None else int(random_state)
-        rng = np.random.default_rng(seed)
-        train_c, val_c = _split(y, val_fraction, rng)
+        if validation is None:
+            train_c, val_c = stratified_split(y, val_fraction, np.random.default_rng(seed))
+        else:
+            val_c = np.unique(np.asarray(validation, dtype=np.int64))
+            if val_c.size and (val_c.min() < 0 or val_c.max() >= len(y)):
+                raise InputError(f"validation holds indices outside the {len(y)} spots.")
+            train_c = np.setdiff1d(np.arange(len(y)), val_c)
         tokens = neighbourhood_tokens(torch.from_numpy(nb)).numpy()
         graph = adjacency(nb)
         yt = torch.from_numpy(y)
@@ -496,20 +509,6 @@ class SpaCRD(BaseModel):
         return out
 
 
-def _split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation split of the labelled spots; unlabelled spots go to training."""
-    if not 0 <= fraction < 1:
-        raise InputError(f"val_fraction must be in [0, 1), got {fraction}.")
-    val = []
-    for cls in (0, 1):
-        idx = np.flatnonzero(y == cls)
-        k = round(fraction * len(idx))
-        if k and len(idx) - k >= 1:
-            val.append(rng.choice(idx, size=k, replace=False))
-    val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, np.int64)
-    mask = np.ones(len(y), bool)
-    mask[val_idx] = False
-    return np.flatnonzero(mask), val_idx
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,21 +22,20 @@ if TYPE_CHECKING:
 __all__ = ["histospace"]
 
 
-def _measured(data: Any, table_key: str, genes: list[str], norm: dict[str, Any]) -> pd.DataFrame | None:
-    """Measured expression of ``genes`` normalised like the predictions, or ``None`` without measurements."""
-    from ..pp import prepare_expression
+def _measured(data: Any, key: str, table_key: str, genes: list[str]) -> pd.DataFrame | None:
+    """Measured expression of ``genes`` as :func:`stfuse.tl.histospace` wrote it beside the predictions.
 
+    It is normalised like the training targets by the tool (pl never normalises); ``None`` when the
+    predictions were written without measurements (e.g. tissue tiles) or ``table_key`` is absent.
+    """
     if is_spatialdata(data):
-        if table_key not in data.tables:
+        if table_key not in data.tables or K.MEASURED not in data.tables[key].layers:
             return None
-        table = data.tables[table_key]
-    else:
-        table = data
-    if table.n_vars == 0 or any(g not in table.var_names for g in genes):
+        pred = data.tables[key]
+        return pd.DataFrame(np.asarray(pred.layers[K.MEASURED]), index=pred.obs_names, columns=pred.var_names)[genes]
+    if K.measured(key) not in data.obsm:
         return None
-    X = prepare_expression(table, genes=genes, target_sum=norm.get("target_sum", 1e4),
-                           log1p=bool(norm.get("log1p", True))).X
-    return pd.DataFrame(X, index=table.obs_names, columns=genes)
+    return pd.DataFrame(np.asarray(data.obsm[K.measured(key)]), index=data.obs_names, columns=genes)
 
 
 def _predictions(sdata: Any, key: str, opts: PlotOptions) -> tuple[Result, Spots, pd.DataFrame]:
@@ -106,10 +105,9 @@ def histospace(
     """
     from ..metrics import gene_correlation
 
-    res, pred_spots, pred = _predictions(sdata, key, opts)
-    norm = dict(res.uns.get("normalisation", {"target_sum": 1e4, "log1p": True}))
+    _, pred_spots, pred = _predictions(sdata, key, opts)
     all_genes = pred.columns.tolist()
-    meas_all = _measured(sdata, opts.table_key, all_genes, norm) if (measured or hist) else None
+    meas_all = _measured(sdata, key, opts.table_key, all_genes) if (measured or hist) else None
     if meas_all is not None and not meas_all.index.isin(pred.index).any():
         meas_all = None  # the predictions are for other spots (tiles): nothing to compare
     r = gene_correlation(sdata, key=key, table_key=opts.table_key)["r"] if meas_all is not None else None

@@ -11,12 +11,13 @@ import pandas as pd
 
 from .. import _keys as K
 from .. import _logging as log
+from .. import data
 from .._docs import inject_docs
-from .._errors import GeneMismatchError, InputError, KeyNotFoundError
+from .._errors import InputError
+from .._results import record
 from .._spots import Spots, get_spots
-from ..gr import knn
 from ..models import SpaCRD, gmm_threshold
-from ..pp import check_counts, common_genes, prepare_expression, shared_hvg
+from ..pp import check_counts
 
 __all__ = ["spacrd"]
 
@@ -28,59 +29,73 @@ _IMAGE_HINT = ("Attach the H&E image to the SpatialData, or run expression only 
                "(a model trained with images needs images on every section it scores).")
 
 
-def _as_list(reference: Any) -> list[Any]:
-    if reference is None:
-        return []
-    if isinstance(reference, list | tuple):
-        return list(reference)
-    return [reference]
-
-
-def _section_name(spots: Spots, fallback: str) -> str:
-    sec = spots.table.obs.get(K.SECTION)
-    if sec is not None:
-        values = pd.unique(sec.astype(str))
-        if len(values) == 1:
-            return str(values[0])
-    return spots.name or fallback
-
-
-def _labels(spots: Spots, label_key: str, positive: Any, name: str) -> np.ndarray:
-    """1 / 0 / -1 (missing) per spot from ``obs[label_key]``; ``positive`` is a value or a list of values."""
-    obs = spots.table.obs
-    if label_key not in obs.columns:
-        raise KeyNotFoundError(
-            f"Reference {name!r} has no obs[{label_key!r}]; its labelled columns are {list(obs.columns)}. "
-            "Pass label_key=<column with the cancer/normal annotation> (and positive=<its cancer value(s)>)."
+def _check_args(refs: list[Any], model: SpaCRD | None, label_key: str, **values: Any) -> tuple[bool, bool]:
+    """Refuse arguments no run can use, before anything is resolved; the modalities used (image, genes)."""
+    if model is not None and refs:
+        raise InputError("Give either reference (labelled sections to train on) or model (a trained one), not both.")
+    if model is None and not refs:
+        raise InputError(
+            "spacrd needs labelled reference sections to learn from: pass reference=<SpatialData/AnnData with "
+            f"obs[{label_key!r}]> (one or a list), or model=<a trained sf.models.SpaCRD>."
         )
-    col = obs[label_key]
-    values = list(positive) if isinstance(positive, list | tuple | set | frozenset) else [positive]
-    missing = col.isna().to_numpy()
-    pos = col.isin(values).to_numpy() & ~missing
-    if missing.all():
-        raise InputError(f"obs[{label_key!r}] of reference {name!r} is missing (NaN) for every spot.")
-    return np.where(missing, -1, pos.astype(np.int64))
+    if model is not None:
+        if not isinstance(model, SpaCRD):
+            raise InputError(f"model must be an sf.models.SpaCRD, got {type(model).__name__}.")
+        if not model.is_trained:
+            raise InputError("The SpaCRD model is not trained; train it with sf.tl.spacrd(target, reference, ...).")
+        values["use_image"], values["use_genes"] = model.uses_image, model.uses_genes
+    if not values["use_image"] and not values["use_genes"]:
+        raise InputError("use_image=False and use_genes=False leave SpaCRD with no input; keep at least one.")
+    for name in ("epochs", "batch_size", "n_neighs", "n_top_genes"):
+        value = values[name]
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    if not isinstance(values["pretrain_epochs"], int | np.integer) or values["pretrain_epochs"] < 0:
+        raise InputError(f"pretrain_epochs must be a non-negative integer, got {values['pretrain_epochs']!r}.")
+    if values["schedule"] not in ("staged", "joint"):
+        raise InputError(f"schedule must be 'staged' or 'joint', got {values['schedule']!r}.")
+    if not 0.0 <= values["val_fraction"] < 0.9:
+        raise InputError(f"val_fraction must be in [0, 0.9), got {values['val_fraction']}.")
+    return bool(values["use_image"]), bool(values["use_genes"])
 
 
-def _neighbours(spots: Spots, k: int) -> np.ndarray:
-    if spots.n_obs < 2:
-        return np.full((spots.n_obs, k), -1, np.int64)
-    idx, _ = knn(spots.centers, min(k, spots.n_obs - 1))
-    if idx.shape[1] < k:
-        idx = np.hstack([idx, np.full((len(idx), k - idx.shape[1]), -1, np.int64)])
-    return idx
+def _registry(refs: list[data.Section], spots: Spots, *, use_genes: bool, use_image: bool, n_top_genes: int,
+              layer: str | None, n_neighs: int, label_key: str, positive: Any) -> data.Registry:
+    """The data contract of a new model: genes, normalisation, neighbourhood, labels (image encoder set later)."""
+    genes = None
+    if use_genes:
+        genes = data.shared_variable_genes([r.spots.table for r in refs], spots.table, n_top_genes=n_top_genes,
+                                           layer=layer, names=[r.name for r in refs],
+                                           target_name=data.section_name(spots, "target"))
+    return data.Registry(
+        "spacrd", genes=genes, layer=layer, normalisation=dict(NORMALISATION),
+        image_scaling=IMAGE_SCALING if use_image else None, graph={"method": "knn", "n_neighs": int(n_neighs)},
+        labels={"label_key": label_key, "positive": list(positive) if isinstance(positive, list | tuple | set)
+                else positive},
+        references=[r.name for r in refs],
+    )
 
 
-def _zscore(X: np.ndarray) -> np.ndarray:
-    mu = X.mean(axis=0)
-    sd = X.std(axis=0)
-    sd[sd == 0] = 1.0
-    return ((X - mu) / sd).astype(np.float32)
+def _inputs(reg: data.Registry, spots: Spots, feats: Any, k: int,
+            layer: str | None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """Expression, scaled image features and neighbour index of one section, prepared as ``reg`` says."""
+    X = reg.expression(spots.table, layer=layer) if reg.genes is not None else None
+    image = data.zscore(feats.X) if feats is not None else None
+    return X, image, data.neighbour_index(spots.centers, k)
 
 
-def _same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("encoder", "checksum", "input_px", "output_dim")
-    return all(str(a.get(k)) == str(b.get(k)) for k in keys)
+def _params(model: SpaCRD, reg: data.Registry, feats: Any, *, label_key: str, n_top_genes: int, random_state: int,
+            reused: bool) -> dict[str, Any]:
+    p = model.params
+    return {
+        "label_key": (reg.labels or {}).get("label_key", label_key), "n_neighs": int(p["n_neighs"]),
+        "n_top_genes": int(n_top_genes), "use_image": model.uses_image, "use_genes": model.uses_genes,
+        "cross_attention": bool(p["cross_attention"]), "vae": bool(p["vae"]), "alignment": bool(p["alignment"]),
+        "random_state": int(random_state), "encoder": feats.provenance.get("encoder") if feats is not None else None,
+        "reused_model": reused, "model": repr(model),
+        **{f"train_{a}": v for a, v in model.info.get("training", {}).items() if v is not None},
+        **{a: p[a] for a in ("dim", "heads", "latent", "beta", "gamma", "temperature", "alpha")},
+    }
 
 
 @inject_docs
@@ -214,157 +229,77 @@ def spacrd(
     """
     from ..im import image_features
 
-    refs = _as_list(reference)
-    if model is not None and refs:
-        raise InputError("Give either reference (labelled sections to train on) or model (a trained one), not both.")
-    if model is None and not refs:
-        raise InputError(
-            "spacrd needs labelled reference sections to learn from: pass reference=<SpatialData/AnnData with "
-            f"obs[{label_key!r}]> (one or a list), or model=<a trained sf.models.SpaCRD>."
-        )
-    if model is not None:
-        if not isinstance(model, SpaCRD):
-            raise InputError(f"model must be an sf.models.SpaCRD, got {type(model).__name__}.")
-        if not model.is_trained:
-            raise InputError("The SpaCRD model is not trained; train it with sf.tl.spacrd(target, reference, ...).")
-        use_image, use_genes = model.uses_image, model.uses_genes
-    if not use_image and not use_genes:
-        raise InputError("use_image=False and use_genes=False leave SpaCRD with no input; keep at least one.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("n_neighs", n_neighs),
-                        ("n_top_genes", n_top_genes)):
-        if not isinstance(value, int | np.integer) or value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value!r}.")
-    if not isinstance(pretrain_epochs, int | np.integer) or pretrain_epochs < 0:
-        raise InputError(f"pretrain_epochs must be a non-negative integer, got {pretrain_epochs!r}.")
-    if schedule not in ("staged", "joint"):
-        raise InputError(f"schedule must be 'staged' or 'joint', got {schedule!r}.")
-    if not 0.0 <= val_fraction < 0.9:
-        raise InputError(f"val_fraction must be in [0, 0.9), got {val_fraction}.")
+    refs = data.as_list(reference)
+    use_image, use_genes = _check_args(
+        refs, model, label_key, use_image=use_image, use_genes=use_genes, epochs=epochs, batch_size=batch_size,
+        n_neighs=n_neighs, n_top_genes=n_top_genes, pretrain_epochs=pretrain_epochs, schedule=schedule,
+        val_fraction=val_fraction)
 
     # --- resolve every section before computing anything -------------------------------------
     spots = get_spots(target, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=use_image,
                       image_hint=_IMAGE_HINT)
-    tname = _section_name(spots, "target")
-    ref_spots, ref_names, ref_labels = [], [], []
-    for i, r in enumerate(refs):
-        s = get_spots(r, table_key=table_key)
-        name = _section_name(s, f"reference {i}")
-        if use_image:
-            s.require_image(f"SpaCRD with images (reference {name!r})", fix=_IMAGE_HINT)
-        ref_labels.append(_labels(s, label_key, positive, name))
-        ref_spots.append(s)
-        ref_names.append(name)
-    if refs:
-        y = np.concatenate(ref_labels)
-        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-        if n_pos == 0 or n_neg == 0:
-            present = sorted({str(v) for s in ref_spots for v in pd.unique(s.table.obs[label_key].dropna())})[:10]
-            raise InputError(
-                f"The reference labels hold a single class ({n_pos} cancer, {n_neg} normal spots; obs[{label_key!r}] "
-                f"values: {present}, positive={positive!r}). SpaCRD needs cancer and normal spots: check label_key "
-                "and positive, or add a reference with the missing class."
-            )
-
-    # --- genes ----------------------------------------------------------------------------------
-    genes: list[str] | None = None
+    tname = data.section_name(spots, "target")
+    sections = data.reference_sections(refs, table_key=table_key, image_for="SpaCRD with images" if use_image else None,
+                                       image_hint=_IMAGE_HINT, label_key=label_key, positive=positive)
+    y = data.binary_labels(sections, label_key, positive) if sections else None
     if use_genes:  # counts checked up front (NaN, negative, empty spots), not after training
         check_counts(spots.table, layer=layer, name=f"table of the target {tname!r}")
-        for s, name in zip(ref_spots, ref_names):
-            check_counts(s.table, layer=layer, name=f"table of reference {name!r}")
+        for r in sections:
+            check_counts(r.spots.table, layer=layer, name=f"table of reference {r.name!r}")
         if model is not None:
             model.check_genes(spots.table.var_names, what=f"the target section {tname!r}")
-            genes = list(model.genes)
-        else:
-            shared = common_genes(*[s.table for s in ref_spots], spots.table)
-            if not shared:
-                raise GeneMismatchError(
-                    f"The references {ref_names} and the target {tname!r} share no gene name. Check that all use the "
-                    "same gene identifiers (symbols vs Ensembl ids) in var_names."
-                )
-            genes = shared_hvg(*[s.table for s in ref_spots], genes=shared, n_top_genes=n_top_genes, layer=layer)
-            log.info(f"spacrd: {len(shared)} genes shared by {len(ref_spots)} reference(s) and the target; "
-                     f"{len(genes)} highly variable genes used")
 
-    def expression(s: Spots) -> np.ndarray | None:
-        if genes is None:
-            return None
-        return prepare_expression(s.table, genes=genes, layer=layer, target_sum=NORMALISATION["target_sum"],
-                                  log1p=True, scale="minmax").X
+    # --- prepare: the registry of a new model, or the one the model was trained with -------------
+    def features(s: Spots) -> Any:
+        return image_features(s, encoder, weights=encoder_weights, device=device) if use_image else None
 
-    # --- image features -------------------------------------------------------------------------
-    target_feats = None
-    if use_image:
-        target_feats = image_features(spots, encoder, weights=encoder_weights, device=device)
-        if model is not None:
-            trained = model.info.get("image_encoder", {})
-            if not _same_encoder(trained, target_feats.provenance):
-                raise InputError(
-                    f"The model was trained on image features of encoder {trained.get('encoder')!r} (checksum "
-                    f"{trained.get('checksum')}); encoder={encoder!r} gives {target_feats.provenance.get('encoder')!r} "
-                    f"(checksum {target_feats.provenance.get('checksum')}). Pass the encoder the model was trained with."
-                )
+    reg = (_registry(sections, spots, use_genes=use_genes, use_image=use_image, n_top_genes=n_top_genes, layer=layer,
+                     n_neighs=n_neighs, label_key=label_key, positive=positive) if model is None
+           else model.registry or data.Registry("spacrd", genes=model.genes, normalisation=dict(NORMALISATION)))
+    feats = features(spots)
+    if feats is not None and model is None:
+        reg.image_encoder = dict(feats.provenance)
+    elif feats is not None:
+        reg.require_encoder(feats.provenance, encoder)
 
     # --- train -----------------------------------------------------------------------------------
     if model is None:
-        Xg = [expression(s) for s in ref_spots]
-        Xi = [_zscore(image_features(s, encoder, weights=encoder_weights, device=device).X) for s in ref_spots] \
-            if use_image else None
-        offsets = np.cumsum([0] + [s.n_obs for s in ref_spots])
-        nb = np.vstack([np.where(n >= 0, n + o, -1) for n, o in
-                        zip((_neighbours(s, n_neighs) for s in ref_spots), offsets[:-1])])
-        model = SpaCRD(n_genes=len(genes) if genes else 0, n_image=Xi[0].shape[1] if Xi else 0, genes=genes,
-                       n_neighs=n_neighs, use_image=use_image, use_genes=use_genes, cross_attention=cross_attention,
-                       vae=vae, alignment=alignment, device=device, random_state=random_state, **model_kwargs)
-        log.info(f"spacrd: training on {int(offsets[-1])} spots of {len(ref_spots)} reference section(s) "
+        parts = [_inputs(reg, r.spots, features(r.spots), n_neighs, layer) for r in sections]
+        Xg = np.vstack([p[0] for p in parts]) if use_genes else None
+        Xi = np.vstack([p[1] for p in parts]) if use_image else None
+        nb = data.stack_neighbours([p[2] for p in parts])
+        del parts
+        model = SpaCRD(n_genes=len(reg.genes) if use_genes else 0, n_image=Xi.shape[1] if use_image else 0,
+                       genes=reg.genes, n_neighs=n_neighs, use_image=use_image, use_genes=use_genes,
+                       cross_attention=cross_attention, vae=vae, alignment=alignment, device=device,
+                       random_state=random_state, **model_kwargs)
+        model.registry = reg
+        log.info(f"spacrd: training on {len(y)} spots of {len(sections)} reference section(s) "
                  f"({int((y == 1).sum())} cancer, {int((y == 0).sum())} normal, {int((y < 0).sum())} unlabelled)")
-        model.info.update({
-            "references": ref_names, "label_key": label_key,
-            "positive": list(positive) if isinstance(positive, list | tuple | set) else positive,
-            "normalisation": dict(NORMALISATION), "image_scaling": IMAGE_SCALING if use_image else None,
-            "image_encoder": dict(target_feats.provenance) if target_feats is not None else None,
-        })
-        model.fit(np.vstack(Xg) if genes else None, np.vstack(Xi) if Xi else None, nb, y, epochs=int(epochs),
-                  pretrain_epochs=int(pretrain_epochs), schedule=schedule, lr=lr, batch_size=int(batch_size),
-                  val_fraction=val_fraction, patience=patience, random_state=random_state)
+        _, val = data.stratified_split(y, val_fraction, np.random.default_rng(random_state))
+        model.fit(Xg, Xi, nb, y, epochs=int(epochs), pretrain_epochs=int(pretrain_epochs), schedule=schedule, lr=lr,
+                  batch_size=int(batch_size), val_fraction=val_fraction, validation=val, patience=patience,
+                  random_state=random_state)
         del Xg, Xi
 
-    # --- score the target -------------------------------------------------------------------
+    # --- score the target, write ----------------------------------------------------------------
     k = int(model.params["n_neighs"])
-    scores = model.predict(expression(spots), _zscore(target_feats.X) if target_feats is not None else None,
-                           _neighbours(spots, k))
+    scores = model.predict(*_inputs(reg, spots, feats, k, layer))
     thr = gmm_threshold(scores, random_state=random_state)
     calls = pd.Categorical(np.where(scores >= thr.threshold, CANCER, NORMAL), categories=[NORMAL, CANCER])
     log.info(f"spacrd: {int((scores >= thr.threshold).sum())} of {len(scores)} spots of {tname!r} called cancer "
              f"(threshold {thr.threshold:.3g}, {thr.method})")
-    training = model.info.get("training", {})
-    uns = {
-        "threshold": thr.as_dict(),
-        "params": {
-            "label_key": model.info.get("label_key", label_key), "n_neighs": k,
-            "n_top_genes": int(n_top_genes), "use_image": model.uses_image, "use_genes": model.uses_genes,
-            "cross_attention": bool(model.params["cross_attention"]), "vae": bool(model.params["vae"]),
-            "alignment": bool(model.params["alignment"]), "random_state": int(random_state),
-            "encoder": (target_feats.provenance.get("encoder") if target_feats is not None else None),
-            "reused_model": refs == [], "model": repr(model),
-            **{f"train_{a}": v for a, v in training.items() if v is not None},
-            **{a: model.params[a] for a in ("dim", "heads", "latent", "beta", "gamma", "temperature", "alpha")},
-        },
-        "normalisation": {a: v for a, v in model.info.get("normalisation", NORMALISATION).items()},
-        "history": _history(model.info.get("history", {})),
-        "references": list(model.info.get("references", [])),
-        "genes": list(model.genes or []),
-    }
-    uns["params"] = {a: v for a, v in uns["params"].items() if v is not None}
-    feats = [target_feats] if target_feats is not None and not target_feats.cached else []
-    out = spots.write(key_added, obs={K.score(key_added): scores, key_added: calls}, uns={key_added: uns},
-                      embeddings=feats, copy=copy)
+    out = record(
+        spots, key_added,
+        params=_params(model, reg, feats, label_key=label_key, n_top_genes=n_top_genes, random_state=random_state,
+                       reused=refs == []),
+        history=model.info.get("history", {}),
+        inputs={"table_key": table_key, "layer": layer, "image_features": feats.obsm_key if feats is not None else None,
+                "graph": f"knn, {k} neighbours per section"},
+        extra={"threshold": thr.as_dict(), "normalisation": dict(reg.normalisation),
+               "references": list(reg.references), "genes": list(model.genes or [])},
+        obs={K.score(key_added): scores, key_added: calls},
+        embeddings=[feats] if feats is not None and not feats.cached else [], copy=copy)
     if return_model:
         return (out, model) if copy else model
-    return out
-
-
-def _history(h: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in h.items():
-        out[k] = _history(v) if isinstance(v, dict) else np.asarray(v, dtype=float)
     return out
