@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                             "sections": len(aris)})
     refused = refusals() if args.refusals else []
     body = (
-        f"Encoder `{args.encoder}`, flavor `{args.flavor}`, n_pcs=10, n_neighbors=39, random_state=0; truth: toy "
+        f"Encoder `{args.encoder}`, flavor `{args.flavor}`, n_pcs=10, n_neighs=39, random_state=0; truth: toy "
         "`obs['region']` (n_clusters=4), HER2ST `obs['cluster']` (author expression clusters; spots without one "
         "left out; n_clusters = their number). Seconds/peak MiB per `sf.tl.stmic` call (image features are "
         f"computed by the first call of a section unless cached). Total {time.perf_counter() - t0:.0f} s.\n\n"

@@ -184,7 +184,7 @@ CORRUPTIONS: dict[str, tuple[Callable, str, set[str] | None]] = {
     "nan_centres": (nan_centres, "NaN or infinite", None),
     "wrong_encoder": (wrong_encoder, r"must return \(batch, features\)", {"stmic", "senca", "spacrd", "embed"}),
     "too_many_clusters": (too_many_clusters, "n_clusters", CLUSTER_TOOLS),
-    "too_many_neighbours": (too_many_neighbours, "n_neighs", {"spatial_graph", "senca"}),
+    "too_many_neighbours": (too_many_neighbours, "n_neighs", {"spatial_graph", "senca", "stmic"}),
     "not_sdata": (not_sdata, "SpatialData or .*AnnData", None),
 }
 

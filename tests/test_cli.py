@@ -15,7 +15,7 @@ def toy_zarr(tmp_path):
 
 
 def test_run_stmic_in_place_and_out(toy_zarr, tmp_path, capsys):
-    assert main(["run", "stmic", str(toy_zarr), "--n-clusters", "4", "--n-neighbors", "15"]) == 0
+    assert main(["run", "stmic", str(toy_zarr), "--n-clusters", "4", "--n-neighs", "15"]) == 0
     assert "new obs columns: ['stmic']" in capsys.readouterr().out
     assert sd.read_zarr(toy_zarr).tables["table"].obs["stmic"].nunique() == 4
     out = tmp_path / "out.zarr"

@@ -46,21 +46,21 @@ def test_ward_and_louvain_unchanged():
     assert _s(cluster(X, 3, method="ward")[0]) == BEFORE["ward_3"]
     assert _s(cluster(X, 4, method="ward", max_spots=30, random_state=1)[0]) == BEFORE["ward_sub"]
     assert np.array_equal(cluster(X, 3, method="ward")[0], ward_clusters(X, 3)[0])
-    labels, k, info = cluster(X, 3, method="louvain", n_neighbors=8)
+    labels, k, info = cluster(X, 3, method="louvain", n_neighs=8)
     assert (_s(labels), k, info["exact"], len(info["steps"])) == (BEFORE["louvain_3"], 3, True, 4)
     assert info["resolution"] == pytest.approx(0.1778279410038923, rel=0, abs=0)
     assert info["steps"] == cluster_n(knn_graph(X, 8), 3).steps
-    labels, _, info = cluster(X, None, method="louvain", n_neighbors=8)  # resolution 1.0 by default
+    labels, _, info = cluster(X, None, method="louvain", n_neighs=8)  # resolution 1.0 by default
     assert _s(labels) == BEFORE["louvain_res"] and info["resolution"] == 1.0 and info["chosen_from"] == "resolution"
     assert np.array_equal(labels, community(knn_graph(X, 8), 1.0))
-    labels, _, _ = cluster(X, None, method="leiden", n_neighbors=8, resolution=0.5, random_state=2)
+    labels, _, _ = cluster(X, None, method="leiden", n_neighs=8, resolution=0.5, random_state=2)
     assert _s(labels) == BEFORE["leiden_res"]
 
 
 @pytest.mark.parametrize("method", ["ward", "kmeans", "gmm", "louvain", "leiden"])
 def test_every_method_recovers_separated_blobs(method):
     X, truth = _blobs()
-    kw = {"n_neighbors": 10} if method in ("louvain", "leiden") else {}
+    kw = {"n_neighs": 10} if method in ("louvain", "leiden") else {}
     labels, k, info = cluster(X, 3, method=method, random_state=0, **kw)
     assert k == 3 and info["method"] == method
     assert sf.metrics.ari(truth, labels) == 1.0
@@ -97,8 +97,8 @@ def test_bad_input():
     X, _ = _blobs()
     with pytest.raises(sf.InputError, match=r"'ward', 'kmeans', 'gmm', 'leiden', 'louvain'.*'dbscan'"):
         cluster(X, 3, method="dbscan")
-    with pytest.raises(sf.InputError, match=r"Unknown option\(s\) \['n_neighbors'\]"):
-        cluster(X, 3, method="ward", n_neighbors=5)
+    with pytest.raises(sf.InputError, match=r"Unknown option\(s\) \['n_neighs'\]"):
+        cluster(X, 3, method="ward", n_neighs=5)
     with pytest.raises(sf.InputError, match="n_clusters must be between 1"):
         cluster(X, 0, method="kmeans")
     with pytest.raises(sf.InputError, match="k_range"):

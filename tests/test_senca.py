@@ -70,6 +70,8 @@ def test_results_written(toy_senca, tmp_path):
     lo = u["history"]
     assert np.allclose(lo["loss"], lo["nt_xent_windowed"] + lo["nt_xent_pooled"] + 40.0 * lo["mse"], rtol=1e-4)
     assert t.uns["gene"]["params"]["image"] is False and "encoder" not in t.uns["gene"]["params"]
+    assert u["inputs"]["image_features"] == p["image_features"] and u["inputs"]["graph"]["n_neighs"] == 4
+    assert "image_features" not in t.uns["gene"]["inputs"] and u["stfuse_version"] == sf.__version__
 
 
 def test_deterministic(enc):

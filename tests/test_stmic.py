@@ -57,7 +57,11 @@ def test_results_written(toy_stmic, tmp_path):
     assert t.obsm["X_expression"].shape == (400, 10) and t.obsm["X_image"].shape == (400, 10)
     u = t.uns["both"]
     assert u["n_clusters"] == 4 and u["exact"]
-    assert u["params"]["n_neighbors"] == 39 and u["params"]["modality"] == "both"
+    assert u["params"]["n_neighs"] == 39 and u["params"]["modality"] == "both"
+    # one result schema: None is dropped, not written as -1/""; inputs name the image features and the graph
+    assert "resolution" not in u["params"] and "layer" not in u["params"] and u["params"]["n_clusters"] == 4
+    assert u["inputs"]["image_features"] == u["image_obsm"] and u["inputs"]["graph"]["n_neighs"] == 39
+    assert "image_features" not in t.uns["expression"]["inputs"] and u["stfuse_version"] == sf.__version__
     assert u["search"].shape[1] == 2 and u["search"][-1, 1] == 4 and u["resolution"] == u["search"][-1, 0]
     assert u["encoder"]["encoder"] == "tiny" and len(u["variance_ratio_image"]) == 10
     # the image embedding is cached with its provenance; expression-only records no encoder
@@ -68,16 +72,16 @@ def test_results_written(toy_stmic, tmp_path):
 def test_deterministic_and_image_weight(enc):
     a = sf.datasets.toy(n_spots=200, seed=1)
     b = sf.datasets.toy(n_spots=200, seed=1)
-    sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighbors=15)
-    sf.tl.stmic(b, resolution=0.5, encoder=enc, n_neighbors=15)
+    sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighs=15)
+    sf.tl.stmic(b, resolution=0.5, encoder=enc, n_neighs=15)
     ta, tb = a.tables["table"], b.tables["table"]
     assert np.array_equal(ta.obsm["X_stmic"], tb.obsm["X_stmic"])
     assert ta.obs["stmic"].equals(tb.obs["stmic"])
     with pytest.warns(UserWarning, match="Replacing existing results"):
-        sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighbors=15, image_weight=2.0)  # reuses the cached features
+        sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighs=15, image_weight=2.0)  # reuses the cached features
     X1, X2 = tb.obsm["X_stmic"], ta.obsm["X_stmic"]
     assert np.allclose(X2[:, :10], X1[:, :10]) and np.allclose(X2[:, 10:], 2 * X1[:, 10:], atol=1e-5)
-    sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighbors=15, flavor="leiden", key_added="leiden")
+    sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighs=15, flavor="leiden", key_added="leiden")
     assert ta.obs["leiden"].nunique() >= 2
 
 
@@ -85,12 +89,12 @@ def test_copy_and_failures_leave_object_unchanged(enc):
     sdata = sf.datasets.toy(n_spots=150, seed=2)
     t = sdata.tables["table"]
     before = (set(t.obs), set(t.obsm), set(t.uns))
-    out = sf.tl.stmic(sdata, n_clusters=3, encoder=enc, n_neighbors=10, copy=True)
+    out = sf.tl.stmic(sdata, n_clusters=3, encoder=enc, n_neighs=10, copy=True)
     assert (set(t.obs), set(t.obsm), set(t.uns)) == before
     assert out.tables["table"].obs["stmic"].nunique() == 3
     bad = [
         (dict(n_clusters=3, resolution=1.0), sf.InputError, "not both"),
-        (dict(n_neighbors=150), sf.InputError, "n_neighbors"),
+        (dict(n_neighs=150), sf.InputError, "n_neighs"),
         (dict(modality="rna"), sf.InputError, "modality"),
         (dict(flavor="walktrap"), sf.InputError, "flavor"),
         (dict(n_pcs=0), sf.InputError, "n_pcs"),
@@ -112,7 +116,7 @@ def test_refuses_sections_without_image():
         sf.tl.stmic(sdata, n_clusters=3, modality="image")
     assert "stmic" not in sdata.tables["table"].obs
     # the expression ablation asks for gene-only clustering explicitly
-    sf.tl.stmic(sdata, n_clusters=3, modality="expression", n_neighbors=10)
+    sf.tl.stmic(sdata, n_clusters=3, modality="expression", n_neighs=10)
     assert sdata.tables["table"].obs["stmic"].nunique() == 3
 
 
@@ -154,7 +158,7 @@ def test_unreachable_count_warns(enc, monkeypatch):
     monkeypatch.setattr(clustering, "cluster_n", fake)
     sdata = sf.datasets.toy(n_spots=100, seed=3)
     with pytest.warns(UserWarning, match="no resolution gave exactly 3 clusters"):
-        sf.tl.stmic(sdata, n_clusters=3, encoder=enc, n_neighbors=10)
+        sf.tl.stmic(sdata, n_clusters=3, encoder=enc, n_neighs=10)
     assert sdata.tables["table"].uns["stmic"]["exact"] is False
 
 

@@ -52,6 +52,7 @@ def test_tile_tissue_grid_on_tissue_only():
     assert sp.microns_per_pixel == pytest.approx(0.5) and sp.n_obs == len(out.shapes["hex"])
     with pytest.warns(UserWarning, match="Replacing"):
         sf.tl.tile_tissue(s, size_px=40)
+    assert "hex" not in s.attrs.get("stfuse", {})  # the copy's metadata stays in the copy
 
 
 def test_tile_tissue_uses_the_spots_of_a_table():
@@ -67,6 +68,10 @@ def test_tile_tissue_bad_input():
         sf.tl.tile_tissue(s, size_um=100)
     with pytest.raises(sf.InputError, match="Give the circle size"):
         sf.tl.tile_tissue(s)
+    with pytest.raises(sf.InputError, match="lattice"):
+        sf.tl.tile_tissue(s, size_px=40, lattice="triangle")
+    with pytest.raises(sf.InputError, match="min_tissue"):
+        sf.tl.tile_tissue(s, size_px=40, min_tissue=1.5)
     with pytest.raises(sf.InputError, match="once"):
         sf.tl.tile_tissue(s, size_um=1, size_px=1)
     with pytest.raises(sf.KeyNotFoundError, match="available images"):

@@ -191,6 +191,8 @@ class Spots:
         obsp: Mapping[str, Any] | None = None,
         uns: Mapping[str, Any] | None = None,
         tables: Mapping[str, AnnData] | None = None,
+        shapes: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Any] | None = None,
         embeddings: Sequence[Any] = (),
         copy: bool = False,
     ) -> Any:
@@ -199,13 +201,17 @@ class Spots:
         Call this only after every computation has succeeded. Existing results of the same
         ``key_added`` are replaced with a warning. ``embeddings`` are
         :class:`stfuse.im.ImageFeatures` computed on the way: they refresh the embedding cache
-        (``obsm`` + ``uns["stfuse_embeddings"]``) without a warning.
+        (``obsm`` + ``uns["stfuse_embeddings"]``) without a warning. ``tables``, ``shapes`` (parsed
+        spatialdata elements) and ``attrs`` (entries of ``sdata.attrs``, set without a warning) go to
+        the SpatialData itself.
         """
         if not self.table_in_data and (obs or obsm or obsp or uns or embeddings):
             raise InputError(
-                f"Spots {self.name!r} have no table in the object, so results can only be written as new tables "
-                "(tables=...), not to obs/obsm/obsp/uns."
+                f"Spots {self.name!r} have no table in the object, so results can only be written as new elements "
+                "(tables=, shapes=, attrs=), not to obs/obsm/obsp/uns."
             )
+        if (tables or shapes or attrs) and not is_spatialdata(self.data):
+            raise InputError("New tables, shapes or attrs can only be added to a SpatialData, not to an AnnData.")
         target = _copy_object(self.data, self.table_key) if copy else self.data
         table = _get_table(target, self.table_key) if self.table_in_data else self.table
         clash = (
@@ -216,6 +222,8 @@ class Spots:
         )
         if tables:
             clash += [k for k in tables if k in target.tables]
+        if shapes:
+            clash += [k for k in shapes if k in target.shapes]
         if clash:
             warnings.warn(
                 f"Replacing existing results {sorted(set(clash))} (key_added={key_added!r}).",
@@ -233,6 +241,10 @@ class Spots:
             table.uns[k] = v
         for k, t in (tables or {}).items():
             target.tables[k] = t
+        for k, el in (shapes or {}).items():
+            target.shapes[k] = el
+        for k, v in (attrs or {}).items():
+            target.attrs[k] = v
         if embeddings:
             prov = dict(table.uns.get(K.EMBEDDINGS, {}))
             for f in embeddings:
@@ -241,7 +253,8 @@ class Spots:
             table.uns[K.EMBEDDINGS] = prov
         written = [f"obs[{k!r}]" for k in obs or {}] + [f"obsm[{k!r}]" for k in obsm or {}]
         written += [f"obsp[{k!r}]" for k in obsp or {}] + [f"uns[{k!r}]" for k in uns or {}]
-        written += [f"tables[{k!r}]" for k in tables or {}] + [f"obsm[{f.obsm_key!r}]" for f in embeddings]
+        written += [f"tables[{k!r}]" for k in tables or {}] + [f"shapes[{k!r}]" for k in shapes or {}]
+        written += [f"obsm[{f.obsm_key!r}]" for f in embeddings]
         if written:
             log.info(f"    added {', '.join(written)}")
         return target if copy else None

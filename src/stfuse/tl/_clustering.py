@@ -40,8 +40,8 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "ward": ("max_spots",),
     "kmeans": ("n_init", "silhouette_spots"),
     "gmm": ("covariance_type", "n_init"),
-    "louvain": ("n_neighbors", "resolution", "max_steps"),
-    "leiden": ("n_neighbors", "resolution", "max_steps"),
+    "louvain": ("n_neighs", "resolution", "max_steps"),
+    "leiden": ("n_neighs", "resolution", "max_steps"),
 }
 
 
@@ -74,7 +74,7 @@ def cluster(
         beyond it and every row joins the nearest cluster mean). kmeans: ``n_init`` (10),
         ``silhouette_spots`` (5 000; rows sampled to score each ``k``). gmm: ``covariance_type``
         (``None``: ``"full"`` when the data hold at least ten rows per free covariance parameter,
-        else ``"diag"``), ``n_init`` (1). louvain/leiden: ``n_neighbors`` (15), ``resolution`` (1.0;
+        else ``"diag"``), ``n_init`` (1). louvain/leiden: ``n_neighs`` (15), ``resolution`` (1.0;
         exclusive with ``n_clusters``), ``max_steps`` (30 runs of the resolution search).
 
     Returns
@@ -267,12 +267,12 @@ def _gmm(X: np.ndarray, ks: list[int], *, random_state: int, covariance_type: Co
 # Louvain / Leiden on a kNN graph (igraph)
 # ------------------------------------------------------------------------------------------------
 def _community_labels(X: np.ndarray, n_clusters: int | None, *, flavor: Flavor, random_state: int,
-                      n_neighbors: int = 15, resolution: float | None = None,
+                      n_neighs: int = 15, resolution: float | None = None,
                       max_steps: int = 30) -> tuple[np.ndarray, int, dict[str, Any]]:
     if resolution is not None and n_clusters is not None:
         raise InputError("Give either resolution= or n_clusters= (the resolution is then searched), not both.")
-    graph = knn_graph(X, int(n_neighbors))
-    info: dict[str, Any] = {"method": flavor, "n_neighbors": int(n_neighbors)}
+    graph = knn_graph(X, int(n_neighs))
+    info: dict[str, Any] = {"method": flavor, "n_neighs": int(n_neighs)}
     if n_clusters is not None:
         res = cluster_n(graph, int(n_clusters), flavor=flavor, random_state=random_state, max_steps=max_steps)
         labels = res.labels
@@ -284,20 +284,20 @@ def _community_labels(X: np.ndarray, n_clusters: int | None, *, flavor: Flavor, 
     return labels, int(labels.max()) + 1, info
 
 
-def knn_graph(X: np.ndarray, n_neighbors: int) -> sparse.csr_matrix:
+def knn_graph(X: np.ndarray, n_neighs: int) -> sparse.csr_matrix:
     """Symmetric, unweighted kNN graph of the rows of ``X`` (exact Euclidean neighbours).
 
-    Spot ``i`` and ``j`` are joined when either is among the other's ``n_neighbors`` nearest
+    Spot ``i`` and ``j`` are joined when either is among the other's ``n_neighs`` nearest
     neighbours (the spot itself excluded); every edge has weight 1.
     """
     from sklearn.neighbors import NearestNeighbors
 
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
-    if not 1 <= n_neighbors < n:
-        raise InputError(f"n_neighbors must be between 1 and the number of spots - 1 ({n - 1}), got {n_neighbors}.")
-    k = int(n_neighbors)
-    idx = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(X).kneighbors(return_distance=False)
+    if not 1 <= n_neighs < n:
+        raise InputError(f"n_neighs must be between 1 and the number of spots - 1 ({n - 1}), got {n_neighs}.")
+    k = int(n_neighs)
+    idx = NearestNeighbors(n_neighs=k, algorithm="brute").fit(X).kneighbors(return_distance=False)
     A = sparse.csr_matrix((np.ones(idx.size), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
     return A.maximum(A.T).tocsr()
 

@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import _check
 from .. import _keys as K
 from .. import _logging as log
 from .._docs import inject_docs
-from .._errors import InputError, KeyNotFoundError
-from .._spots import get_spots
-from ..gr import knn
-from ..im import Encoder, image_features
+from .._results import record
+from .._spots import Spots, get_spots
+from ..data import prepare_section
+from ..im import Encoder
 from ..models import SENCA
-from ..pp import check_counts, prepare_expression
 from ._clustering import cluster
 
 __all__ = ["senca"]
@@ -96,8 +96,9 @@ def senca(
         Use image features already in ``obsm[image_rep]`` (e.g. from :func:`stfuse.im.embed` with
         any encoder) instead of encoding the image; the section then needs no image.
     patch_spacings
-        Side of each spot's image patch in spot spacings [3: the spot, its ring of neighbours and
-        half-way to the next ring].
+        Side of each spot's image patch in spot spacings (centre-to-centre distances) [3: the spot,
+        its ring of neighbours and half-way to the next ring]; ``size`` of :func:`stfuse.im.embed`
+        and :func:`stfuse.tl.stmic` counts spot diameters instead.
     weights
         Local weights file for a named encoder.
     layer
@@ -122,7 +123,8 @@ def senca(
     ``None``; with ``copy=True`` the modified copy; with ``return_model=True`` the model (or
     ``(copy, model)`` when both). Writes ``obs[key_added]`` (categorical regions),
     ``obsm[f"X_{key_added}"]`` (shared embedding S) and ``uns[key_added]`` (``params``, per-epoch
-    loss terms in ``history``, ``n_clusters`` and how it was chosen); image features computed on the
+    loss terms in ``history``, ``inputs``: the ``obsm`` key of the image features and the spot graph,
+    ``n_clusters`` and how it was chosen); image features computed on the
     way are cached in ``obsm`` (provenance in ``uns["stfuse_embeddings"]``). The object is left
     unchanged if anything fails.
 
@@ -141,87 +143,64 @@ def senca(
     >>> sc.pp.neighbors(adata, use_rep="X_senca")
     >>> sc.tl.umap(adata)  # doctest: +SKIP
     """
-    # --- validate everything first ------------------------------------------------------------
-    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS) - set(_CLUSTER_KWARGS))
-    if unknown:
-        raise InputError(
-            f"Unknown argument(s) {unknown} for sf.tl.senca; model parameters are {list(_MODEL_KWARGS)}, "
-            f"clustering parameters {list(_CLUSTER_KWARGS)}."
-        )
-    cluster_kw = {k: kwargs.pop(k) for k in _CLUSTER_KWARGS if k in kwargs}
-    use_image = bool(image) or image_rep is not None
+    spots, kw, cluster_kw = _resolve(sdata, kwargs, table_key=table_key, shapes_key=shapes_key,
+                                     image_key=image_key, image=image, image_rep=image_rep)
+    n = spots.n_obs
+    _check.key_added(key_added)
+    _check.n_neighs(n_neighs, n)
+    _check.n_clusters(n_clusters, n)
+    _check.positive_int("epochs", epochs)
+    _check.positive("lr", lr)
+    if n_top_genes is not None:
+        _check.positive_int("n_top_genes", n_top_genes, minimum=2)
+    _check.positive("patch_spacings", patch_spacings)
+    if image_rep is not None:
+        _check.obsm_key(spots.table, image_rep, fix="Embed the image first with sf.im.embed(sdata, ...), or leave "
+                        "image_rep=None.")
+
+    sec = prepare_section(spots, n_neighs=int(n_neighs), layer=layer, min_counts=int(min_counts),
+                          n_top_genes=n_top_genes, image=image, image_rep=image_rep, encoder=encoder,
+                          patch_spacings=patch_spacings, weights=weights, device=device)
+    X, F, nbr = sec.X, sec.F, sec.nbr
+    model = SENCA(X.shape[1], None if F is None else F.shape[1], genes=sec.genes, device=device,
+                  random_state=random_state, **kw)
+    log.info(f"SENCA on {n} spots x {X.shape[1]} genes" + (f" + {F.shape[1]} image features" if F is not None
+                                                           else " (gene-only)"))
+    history = model.fit(X, F, nbr, spots.centers, epochs=int(epochs), lr=float(lr))
+    S = model.embed(X, F, nbr, spots.centers)
+    labels, k, how = cluster(S, n_clusters, method="ward", k_range=tuple(cluster_kw.get("k_range", (3, 12))),
+                             max_spots=int(cluster_kw.get("max_ward_spots", 10_000)), random_state=random_state)
+    if n_clusters is None:
+        log.info(f"SENCA: {k} clusters chosen from the Ward dendrogram (largest merge-height gap in "
+                 f"k_range={how['k_range']})")
+
+    params = {
+        "n_clusters": None if n_clusters is None else int(n_clusters), "n_top_genes": n_top_genes,
+        "n_neighs": int(n_neighs), "epochs": int(epochs), "lr": float(lr), "image": F is not None,
+        "image_rep": image_rep, "encoder": None if sec.features is None else sec.features.provenance.get("encoder"),
+        "image_features": sec.inputs["image_features"], "patch_spacings": float(patch_spacings),
+        "layer": layer, "min_counts": int(min_counts), "random_state": int(random_state),
+        **{k_: v for k_, v in model.params.items() if k_ in _MODEL_KWARGS}, **cluster_kw,
+    }
+    cats = [str(i) for i in range(k)]
+    out = record(spots, key_added, params=params, history=history, inputs=sec.inputs,
+                 extra={"n_clusters": int(k), "clustering": how, "genes": np.asarray(sec.genes, dtype=object)},
+                 obs={key_added: pd.Categorical(labels.astype(str), categories=cats)},
+                 obsm={K.obsm(key_added): S}, embeddings=sec.new_embeddings, copy=copy)
+    if return_model:
+        return (out, model) if copy else model
+    return out
+
+
+def _resolve(sdata: Any, kwargs: dict[str, Any], *, table_key: str, shapes_key: str | None, image_key: str | None,
+             image: bool, image_rep: str | None) -> tuple[Spots, dict[str, Any], dict[str, Any]]:
+    """The Spots view (with an image unless gene-only or ``image_rep``), model and clustering keyword arguments."""
+    _check.known_kwargs(kwargs, "sf.tl.senca", model=_MODEL_KWARGS, clustering=_CLUSTER_KWARGS)
     spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
     if image and image_rep is None:
         spots.require_image(
             "sf.tl.senca with image=True",
             fix="Pass image=False for the gene-only model, or image_rep='X_...' to use image features already in obsm.",
         )
-    if not isinstance(key_added, str) or not key_added:
-        raise InputError(f"key_added must be a non-empty string, got {key_added!r}.")
-    n = spots.n_obs
-    if int(n_neighs) < 1 or int(n_neighs) >= n:
-        raise InputError(f"n_neighs must be between 1 and the number of spots - 1 ({n - 1}), got {n_neighs}.")
-    if n_clusters is not None and not 2 <= int(n_clusters) <= n:
-        raise InputError(f"n_clusters must be between 2 and the number of spots ({n}), got {n_clusters}.")
-    if int(epochs) < 1:
-        raise InputError(f"epochs must be at least 1, got {epochs}.")
-    if not lr > 0:
-        raise InputError(f"lr must be positive, got {lr}.")
-    if n_top_genes is not None and int(n_top_genes) < 2:
-        raise InputError(f"n_top_genes must be at least 2 or None, got {n_top_genes}.")
-    if patch_spacings <= 0:
-        raise InputError(f"patch_spacings must be positive, got {patch_spacings}.")
-    table = spots.table
-    if image_rep is not None and image_rep not in table.obsm:
-        raise KeyNotFoundError(
-            f"No obsm[{image_rep!r}] in the table; available: {list(table.obsm)}. Embed the image first with "
-            "sf.im.embed(sdata, ...), or leave image_rep=None."
-        )
-    check_counts(table, layer=layer, name=f"table of section {spots.name!r}")
-
-    # --- compute (nothing written yet) ----------------------------------------------------------
-    expr = prepare_expression(table, layer=layer, min_counts=int(min_counts), n_top_genes=n_top_genes, flavor="seurat")
-    nbr, _ = knn(spots.centers, int(n_neighs))
-    feats, F = None, None
-    if image_rep is not None:
-        F = np.asarray(table.obsm[image_rep], dtype=np.float32)
-        if F.ndim != 2 or F.shape[0] != n or not np.isfinite(F).all():
-            raise InputError(f"obsm[{image_rep!r}] must be a finite (n_spots, n_features) array; got shape {F.shape}.")
-    elif use_image:
-        feats = image_features(spots, encoder, size_px=float(patch_spacings) * spots.spacing(), weights=weights,
-                               device=device)
-        F = feats.X
-    model = SENCA(expr.X.shape[1], None if F is None else F.shape[1], genes=expr.genes, device=device,
-                  random_state=random_state, **kwargs)
-    log.info(f"SENCA on {n} spots x {expr.X.shape[1]} genes" + (f" + {F.shape[1]} image features" if F is not None
-                                                                 else " (gene-only)"))
-    history = model.fit(expr.X, F, nbr, spots.centers, epochs=int(epochs), lr=float(lr))
-    S = model.embed(expr.X, F, nbr, spots.centers)
-    labels, k, how = cluster(S, n_clusters, method="ward", k_range=tuple(cluster_kw.get("k_range", (3, 12))),
-                             max_spots=int(cluster_kw.get("max_ward_spots", 10_000)), random_state=random_state)
-    if n_clusters is None:
-        log.info(f"SENCA: {k} clusters chosen from the Ward dendrogram (largest merge-height gap in "
-                 f"k_range={how['k_range']})")
-    params = {
-        "n_clusters": None if n_clusters is None else int(n_clusters), "n_top_genes": n_top_genes,
-        "n_neighs": int(n_neighs), "epochs": int(epochs), "lr": float(lr), "image": bool(use_image),
-        "image_rep": image_rep, "encoder": None if feats is None else feats.provenance.get("encoder"),
-        "image_features": image_rep if feats is None else feats.obsm_key, "patch_spacings": float(patch_spacings),
-        "layer": layer, "min_counts": int(min_counts), "random_state": int(random_state),
-        **{k_: v for k_, v in model.params.items() if k_ in _MODEL_KWARGS}, **cluster_kw,
-    }
-    params = {k_: (list(v) if isinstance(v, tuple) else v) for k_, v in params.items() if v is not None}
-    uns = {
-        "params": params,
-        "history": {k_: np.asarray(v, dtype=float) for k_, v in history.items()},
-        "n_clusters": int(k),
-        "clustering": how,
-        "genes": np.asarray(expr.genes, dtype=object),
-    }
-    cats = [str(i) for i in range(k)]
-    obs = {key_added: pd.Categorical(labels.astype(str), categories=cats)}
-    out = spots.write(key_added, obs=obs, obsm={K.obsm(key_added): S}, uns={key_added: uns},
-                      embeddings=[feats] if feats is not None and not feats.cached else [], copy=copy)
-    if return_model:
-        return (out, model) if copy else model
-    return out
+    cluster_kw = {k: kwargs[k] for k in _CLUSTER_KWARGS if k in kwargs}
+    return spots, {k: v for k, v in kwargs.items() if k not in _CLUSTER_KWARGS}, cluster_kw

@@ -9,13 +9,16 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
+from .. import _check
 from .. import _keys as K
 from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import InputError, KeyNotFoundError
-from .._spots import Spots, get_spots
-from .._version import __version__
+from .._results import record
+from .._spots import get_spots
+from ..data import prepare_pcs
 from ._clustering import Flavor, cluster
 
 __all__ = ["stmic", "stmic_markers"]
@@ -29,62 +32,10 @@ NO_IMAGE_HINT = (
 )
 
 
-def _pca(X: np.ndarray, n_pcs: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """Scores ``(n, n_pcs)`` and explained variance ratios of a centred PCA (deterministic for a seed).
-
-    Up to 4000 spots or features the PCA is exact, through the eigenvectors of the smaller Gram or
-    covariance matrix (a wide SVD of a few hundred spots x 15 000 genes is slow in LAPACK); larger
-    problems use scikit-learn's randomized PCA seeded with ``random_state``. Each component's sign is
-    fixed so that its largest score is positive.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    Xc = X - X.mean(axis=0)
-    n, p = Xc.shape
-    total = float((Xc * Xc).sum())
-    if min(n, p) <= 4000:
-        if n <= p:
-            w, V = np.linalg.eigh(Xc @ Xc.T)
-            top = np.argsort(w)[::-1][:n_pcs]
-            Z = V[:, top] * np.sqrt(np.clip(w[top], 0.0, None))
-        else:
-            w, W = np.linalg.eigh(Xc.T @ Xc)
-            top = np.argsort(w)[::-1][:n_pcs]
-            Z = Xc @ W[:, top]
-        ratio = np.clip(w[top], 0.0, None) / total if total > 0 else np.zeros(len(top))
-    else:
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=n_pcs, svd_solver="randomized", random_state=random_state)
-        Z = pca.fit_transform(Xc)
-        ratio = pca.explained_variance_ratio_
-    flip = np.sign(Z[np.argmax(np.abs(Z), axis=0), np.arange(Z.shape[1])])
-    flip[flip == 0] = 1.0
-    return Z * flip, np.asarray(ratio, dtype=np.float64)
-
-
 def _stain_name(stain: Any) -> str:
     if stain is None:
         return "none"
     return stain if isinstance(stain, str) else type(stain).__name__
-
-
-def _standardise(X: np.ndarray) -> np.ndarray:
-    """Z-score every feature; constant features become 0."""
-    X = np.asarray(X, dtype=np.float64)
-    sd = X.std(axis=0)
-    sd[sd == 0] = np.inf
-    return (X - X.mean(axis=0)) / sd
-
-
-def _expression_block(spots: Spots, *, layer: str | None, n_pcs: int, random_state: int):
-    from ..pp import prepare_expression
-
-    expr = prepare_expression(spots.table, layer=layer, target_sum=1e4, log1p=True, scale=True)
-    if n_pcs > min(expr.X.shape):
-        raise InputError(
-            f"n_pcs={n_pcs} exceeds what {expr.X.shape[0]} spots x {expr.X.shape[1]} genes allow; lower n_pcs."
-        )
-    return _pca(expr.X, n_pcs, random_state)
 
 
 @inject_docs
@@ -93,14 +44,14 @@ def stmic(
     *,
     table_key: str = K.TABLE,
     n_pcs: int = 10,
-    n_neighbors: int = 39,
+    n_neighs: int = 39,
     resolution: float | None = None,
     n_clusters: int | None = None,
     modality: Modality = "both",
     encoder: str | Callable = "histospace",
     weights: str | os.PathLike | None = None,
     image_weight: float = 1.0,
-    patch_size: float = 1.0,
+    size: float = 1.0,
     stain: Literal["macenko", "reinhard"] | Any | None = None,
     flavor: Flavor = "louvain",
     layer: str | None = None,
@@ -116,13 +67,13 @@ def stmic(
     """Image-aware clustering of spots with stMIC (Song et al., PSB).
 
     Expression: counts normalised to 10⁴ per spot, ``log1p``, every gene scaled to unit variance,
-    PCA to ``n_pcs`` components. Image: features of a patch of ``patch_size`` spot diameters around
+    PCA to ``n_pcs`` components. Image: features of a patch of ``size`` spot diameters around
     every spot (:func:`stfuse.im.image_features`, any ``sf.im`` encoder; the paper used an ImageNet
     ResNet-50), standardised, PCA to ``n_pcs``. The two blocks of PC scores are concatenated as they
     are, as in the paper (the image block multiplied by ``image_weight``; as the expression PCs
     summarise thousands of unit-variance genes, they usually carry more variance than the image PCs).
     The ``2 * n_pcs`` concatenation is clustered by Louvain (or Leiden) on its symmetric, unweighted
-    ``n_neighbors``-nearest-neighbour graph (exact Euclidean neighbours).
+    ``n_neighs``-nearest-neighbour graph (exact Euclidean neighbours).
 
     The paper tuned the Louvain resolution in a GUI whose scale runs opposite to scanpy's; its values
     (1.5–1.9) do not carry over. Give ``n_clusters`` instead (the resolution is searched, see below)
@@ -144,7 +95,7 @@ def stmic(
     %(table_key)s
     n_pcs
         Principal components per modality (10 in the paper).
-    n_neighbors
+    n_neighs
         Neighbours of the kNN graph (39 in the paper).
     resolution
         Louvain/Leiden resolution (scanpy's convention). Default 1.0 unless ``n_clusters`` is given.
@@ -161,8 +112,8 @@ def stmic(
     image_weight
         Factor on the image PC scores before concatenation (1 = the paper's plain concatenation; larger
         values give the image more say in the distances). Used with ``modality="both"`` only.
-    patch_size
-        Image patch side in spot diameters (1 in the paper).
+    size
+        Image patch side in spot diameters (1 in the paper; ``size`` as in :func:`stfuse.im.embed`).
     stain
         Stain normalisation of the patches before encoding: ``None`` (the paper's), ``"macenko"``,
         ``"reinhard"`` or a fitted :class:`stfuse.im.StainNormalizer` (see :func:`stfuse.im.image_features`).
@@ -184,8 +135,8 @@ def stmic(
     %(returns_inplace)s
     Writes ``obs[key_added]`` (categorical clusters ``"0"``, ``"1"``, … largest first),
     ``obsm[f"X_{key_added}"]`` (the ``2 * n_pcs`` weighted concatenation; ``n_pcs`` columns for a single
-    modality), ``uns[key_added]`` (``params``, ``resolution``, ``n_clusters``, ``search``, explained
-    variance, ``encoder`` provenance), and caches the image features in ``obsm`` (reused next time).
+    modality), ``uns[key_added]`` (``params``, ``inputs``, ``resolution``, ``n_clusters``, ``search``,
+    explained variance, ``encoder`` provenance), and caches the image features in ``obsm`` (reused next time).
 
     Examples
     --------
@@ -201,86 +152,57 @@ def stmic(
     >>> sdata.tables["table"].obsm["X_stmic"].shape
     (400, 20)
     """
-    from ..im import image_features
-
     t0 = time.perf_counter()
-    if modality not in ("both", "expression", "image"):
-        raise InputError(f"modality must be 'both', 'expression' or 'image', got {modality!r}.")
-    if flavor not in ("louvain", "leiden"):
-        raise InputError(f"flavor must be 'louvain' or 'leiden', got {flavor!r}.")
+    _check.choice("modality", modality, ("both", "expression", "image"))
+    _check.choice("flavor", flavor, ("louvain", "leiden"))
     if resolution is not None and n_clusters is not None:
         raise InputError("Give either resolution= or n_clusters= (the resolution is then searched), not both.")
-    if resolution is not None and not resolution > 0:
-        raise InputError(f"resolution must be positive, got {resolution}.")
-    if int(n_pcs) != n_pcs or n_pcs < 1:
-        raise InputError(f"n_pcs must be a positive integer, got {n_pcs}.")
-    if not image_weight >= 0:
-        raise InputError(f"image_weight must be >= 0, got {image_weight}.")
-    if not patch_size > 0:
-        raise InputError(f"patch_size must be positive (in spot diameters), got {patch_size}.")
+    if resolution is not None:
+        _check.positive("resolution", resolution)
+    _check.key_added(key_added)
+    n_pcs = _check.positive_int("n_pcs", n_pcs)
+    _check.positive("image_weight", image_weight, zero=True)
+    _check.positive("size (in spot diameters)", size)
     spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
     if modality != "expression":
         spots.require_image("sf.tl.stmic", fix=NO_IMAGE_HINT)
     n = spots.n_obs
-    if not 1 <= n_neighbors < n:
-        raise InputError(f"n_neighbors must be between 1 and {n - 1} (the section has {n} spots), got {n_neighbors}.")
-    if n_clusters is not None and not 1 <= n_clusters <= n:
-        raise InputError(f"n_clusters must be between 1 and {n} (the number of spots), got {n_clusters}.")
-    if layer is not None and layer not in spots.table.layers:
-        raise KeyNotFoundError(f"No layer {layer!r} in the table; layers: {list(spots.table.layers)}.")
+    _check.n_neighs(n_neighs, n)
+    _check.n_clusters(n_clusters, n, minimum=1)
+    _check.layer(spots.table, layer)
 
-    blocks: list[np.ndarray] = []
-    uns: dict[str, Any] = {}
-    feats = None
-    if modality in ("both", "expression"):
-        Ze, ve = _expression_block(spots, layer=layer, n_pcs=int(n_pcs), random_state=random_state)
-        blocks.append(Ze)
-        uns["variance_ratio_expression"] = ve.astype(float).tolist()
-    if modality in ("both", "image"):
-        feats = image_features(spots, encoder, size=patch_size, weights=weights, batch_size=batch_size,
-                               device=device, stain=stain)
-        if n_pcs > min(feats.X.shape):
-            raise InputError(f"n_pcs={n_pcs} exceeds the {feats.X.shape[1]} image features; lower n_pcs.")
-        Zi, vi = _pca(_standardise(feats.X), int(n_pcs), random_state)
-        w = float(image_weight) if modality == "both" else 1.0
-        blocks.append(w * Zi)
-        uns["variance_ratio_image"] = vi.astype(float).tolist()
-        uns["encoder"] = {k: ("" if v is None else v) for k, v in feats.provenance.items()}
-        uns["image_obsm"] = feats.obsm_key
-    Z = np.concatenate(blocks, axis=1)
-
-    labels, k, how = cluster(Z, n_clusters, method=flavor, n_neighbors=int(n_neighbors), resolution=resolution,
+    pcs = prepare_pcs(spots, n_pcs=n_pcs, modality=modality, layer=layer, encoder=encoder, size=size,
+                      weights=weights, image_weight=image_weight, stain=stain, batch_size=batch_size, device=device,
+                      random_state=random_state)
+    labels, k, how = cluster(pcs.Z, n_clusters, method=flavor, n_neighs=int(n_neighs), resolution=resolution,
                              max_steps=max_steps, random_state=random_state)
     used, exact, steps = how["resolution"], how["exact"], how["steps"]
     if not exact:
         warnings.warn(
             f"sf.tl.stmic: no resolution gave exactly {n_clusters} clusters in {len(steps)} runs; kept "
-            f"{k} clusters at resolution {used:.4g}. Try another random_state, n_neighbors, or raise max_steps.",
+            f"{k} clusters at resolution {used:.4g}. Try another random_state, n_neighs, or raise max_steps.",
             UserWarning,
             stacklevel=2,
         )
     log.info(f"stMIC ({modality}): {k} clusters at resolution {used:.4g} in {time.perf_counter() - t0:.1f} s")
 
-    import pandas as pd
-
     cats = [str(i) for i in range(k)]
-    domains = pd.Categorical(np.array(cats, dtype=object)[labels], categories=cats)
     params = {
-        "n_pcs": int(n_pcs), "n_neighbors": int(n_neighbors), "resolution": -1.0 if resolution is None else float(resolution),
-        "n_clusters": -1 if n_clusters is None else int(n_clusters), "modality": modality, "image_weight": float(image_weight),
-        "patch_size": float(patch_size), "stain": _stain_name(stain), "flavor": flavor, "layer": layer or "", "random_state": int(random_state),
-        "max_steps": int(max_steps),
+        "n_pcs": n_pcs, "n_neighs": int(n_neighs), "resolution": None if resolution is None else float(resolution),
+        "n_clusters": None if n_clusters is None else int(n_clusters), "modality": modality,
+        "image_weight": float(image_weight), "size": float(size), "stain": _stain_name(stain), "flavor": flavor,
+        "layer": layer, "random_state": int(random_state), "max_steps": int(max_steps),
     }
-    uns = {"params": params, "resolution": float(used), "n_clusters": k, "exact": bool(exact),
-           "search": np.array(steps, dtype=float).reshape(-1, 2), "stfuse_version": __version__, **uns}
-    return spots.write(
-        key_added,
-        obs={key_added: domains},
-        obsm={K.obsm(key_added): Z.astype(np.float32)},
-        uns={key_added: uns},
-        embeddings=[feats] if feats is not None and not feats.cached else (),
-        copy=copy,
-    )
+    extra: dict[str, Any] = {"resolution": float(used), "n_clusters": k, "exact": bool(exact),
+                             "search": np.array(steps, dtype=float).reshape(-1, 2)}
+    extra.update({f"variance_ratio_{b}": v for b, v in pcs.variance_ratio.items()})
+    if pcs.features is not None:
+        extra["encoder"] = {k_: v for k_, v in pcs.features.provenance.items() if v is not None}
+        extra["image_obsm"] = pcs.features.obsm_key
+    return record(spots, key_added, params=params, extra=extra,
+                  inputs={**pcs.inputs, "graph": {"kind": "knn", "n_neighs": int(n_neighs), "on": K.obsm(key_added)}},
+                  obs={key_added: pd.Categorical(np.array(cats, dtype=object)[labels], categories=cats)},
+                  obsm={K.obsm(key_added): pcs.Z.astype(np.float32)}, embeddings=pcs.new_embeddings, copy=copy)
 
 
 @inject_docs
@@ -337,7 +259,6 @@ def stmic_markers(
     True
     """
     import anndata as ad
-    import pandas as pd
     import scanpy as sc
 
     from ..pp import check_counts
@@ -349,8 +270,7 @@ def stmic_markers(
             f"No obs column {key!r} in the table; run sf.tl.stmic(sdata, key_added={key!r}) first or pass key=... "
             f"(obs columns: {list(table.obs.columns)})."
         )
-    if layer is not None and layer not in table.layers:
-        raise KeyNotFoundError(f"No layer {layer!r} in the table; layers: {list(table.layers)}.")
+    _check.layer(table, layer)
     check_counts(table, layer=layer)
     labels = table.obs[key]
     if labels.isna().any():

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Literal
 
+import anndata as ad
 import numpy as np
 
+from .. import _check
 from .. import _keys as K
 from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import InputError, KeyNotFoundError, StfuseError
-from .._spots import _copy_object, _image_levels, get_spots, is_spatialdata
+from .._spots import ImageLevel, Spots, _image_levels, get_spots, is_spatialdata
 
 __all__ = ["tile_tissue"]
 
@@ -92,7 +93,7 @@ def tile_tissue(
     """Cover the tissue of an H&E image with a grid of pseudo-spots (circles), for slides without ST.
 
     The tissue is found on a coarse level of the image (saturation above Otsu's threshold or darker
-    than the glass, then morphological clean-up); circles of diameter ``size`` are laid on a square
+    than the glass, then morphological clean-up); circles of diameter ``size_um`` (or ``size_px``) are laid on a square
     or hexagonal grid, and those covering at least ``min_tissue`` tissue are kept. The circles are a
     new shapes element in the image's coordinate systems, usable as a target of
     :func:`stfuse.tl.histospace` and by every tool that accepts spot circles.
@@ -134,11 +135,41 @@ def tile_tissue(
     >>> len(sdata.shapes["tissue_tiles"]) > 300
     True
     """
-    import geopandas as gpd
-    from shapely.geometry import Point
-    from spatialdata.models import ShapesModel
-    from spatialdata.transformations import get_transformation
+    image_key, levels = _pick_image(sdata, image_key)
+    _check.key_added(key_added)
+    if size_um is not None and size_px is not None:
+        raise InputError("Give the circle size once: size_um or size_px.")
+    _check.positive("spacing", spacing)
+    _check.in_range("min_tissue", min_tissue, 0.0, 1.0)
+    _check.choice("lattice", lattice, ("square", "hex"))
+    diameter, mpp = _circle_size(sdata, image_key, size_um=size_um, size_px=size_px,
+                                 microns_per_pixel=microns_per_pixel)
 
+    frac, scale = _tissue_fraction(levels, diameter)
+    xy = _lattice(*levels[0].shape_yx, diameter=diameter, spacing=spacing, lattice=lattice)
+    cy = np.clip((xy[:, 1] * scale).astype(np.int64), 0, frac.shape[0] - 1)
+    cx = np.clip((xy[:, 0] * scale).astype(np.int64), 0, frac.shape[1] - 1)
+    xy = xy[frac[cy, cx] >= max(min_tissue, 1e-6)]
+    if len(xy) == 0:
+        raise InputError(
+            f"No tissue found under any circle of image {image_key!r} (min_tissue={min_tissue}); lower min_tissue "
+            "or check the image."
+        )
+    shapes = _circles(xy, diameter, sdata.images[image_key])
+    meta = dict((sdata.attrs or {}).get(K.META, {}))
+    if mpp:
+        meta[key_added] = {"spot_diameter_um": float(diameter * mpp), "platform": "tiles"}
+    else:
+        meta.pop(key_added, None)
+    log.info(f"tile_tissue: {len(xy)} circles of {diameter:.0f} px on the tissue of {image_key!r}")
+    # an image-only view (no spots, no table): the writer adds the new element to the SpatialData
+    view = Spots(data=sdata, table=ad.AnnData(), centers=np.empty((0, 2)), diameter=diameter, microns_per_pixel=mpp,
+                 levels=levels, image_key=image_key, table_in_data=False)
+    return view.write(key_added, shapes={key_added: shapes}, attrs={K.META: meta}, copy=copy)
+
+
+def _pick_image(sdata: Any, image_key: str | None) -> tuple[str, list[ImageLevel]]:
+    """The key and levels of the SpatialData's H&E image (the only one, or ``image_key``)."""
     if not is_spatialdata(sdata):
         raise InputError(f"tile_tissue needs a spatialdata.SpatialData with an image, got {type(sdata).__name__}.")
     images = list(sdata.images.keys())
@@ -150,13 +181,15 @@ def tile_tissue(
         image_key = images[0]
     elif image_key not in images:
         raise KeyNotFoundError(f"No image {image_key!r} in the SpatialData; available images: {images}.")
-    if size_um is not None and size_px is not None:
-        raise InputError("Give the circle size once: size_um or size_px.")
-    if not spacing > 0 or not 0.0 <= min_tissue <= 1.0:
-        raise InputError(f"spacing must be positive and min_tissue in [0, 1]; got {spacing}, {min_tissue}.")
-    if lattice not in ("square", "hex"):
-        raise InputError(f"lattice must be 'square' or 'hex', got {lattice!r}.")
+    return image_key, _image_levels(sdata.images[image_key])
 
+
+def _circle_size(sdata: Any, image_key: str, *, size_um: float | None, size_px: float | None,
+                 microns_per_pixel: float | None) -> tuple[float, float | None]:
+    """Circle diameter in level-0 pixels and the pixel size in µm (``None`` if unknown).
+
+    What is not given comes from the spots of a table in ``sdata`` on the same image, if any.
+    """
     spots = None
     if sdata.tables and (size_px is None or microns_per_pixel is None):
         try:
@@ -179,19 +212,24 @@ def tile_tissue(
         raise InputError("Give the circle size: size_um=... (with the pixel size known) or size_px=....")
     if not diameter >= 2:
         raise InputError(f"The circles must be at least 2 pixels across, got {diameter:.3g}.")
+    return diameter, mpp
 
-    levels = _image_levels(sdata.images[image_key])
+
+def _tissue_fraction(levels: list[ImageLevel], diameter: float) -> tuple[np.ndarray, float]:
+    """Fraction of tissue in a box of a circle's area around each pixel of a coarse level, and its scale."""
+    from scipy import ndimage as ndi
+
     H0, W0 = levels[0].shape_yx
     li = max([i for i, lv in enumerate(levels) if max(lv.shape_yx) >= min(MASK_PX, max(H0, W0))] or [0])
     lvl = levels[li]
     rgb = lvl.read_rgb()
     mask = tissue_mask(rgb, min_object=max(4, int((diameter * lvl.scale) ** 2)))
-    # fraction of tissue in a box of the circle's area around each pixel (coarse level)
-    from scipy import ndimage as ndi
-
     box = max(1, round(diameter * lvl.scale * np.sqrt(np.pi) / 2))
-    frac = ndi.uniform_filter(mask.astype(np.float32), size=box, mode="constant")
+    return ndi.uniform_filter(mask.astype(np.float32), size=box, mode="constant"), lvl.scale
 
+
+def _lattice(H0: int, W0: int, *, diameter: float, spacing: float, lattice: str) -> np.ndarray:
+    """``(n, 2)`` centres ``(x, y)`` of a square or hexagonal grid of circles inside an ``H0 x W0`` image."""
     step = diameter * spacing
     row_step = step * (np.sqrt(3) / 2 if lattice == "hex" else 1.0)
     ys = np.arange(diameter / 2, H0 - diameter / 2 + 1e-9, row_step)
@@ -200,29 +238,16 @@ def tile_tissue(
         off = step / 2 if (lattice == "hex" and r % 2) else 0.0
         xs = np.arange(diameter / 2 + off, W0 - diameter / 2 + 1e-9, step)
         centres.append(np.column_stack([xs, np.full(len(xs), y)]))
-    xy = np.concatenate(centres) if centres else np.empty((0, 2))
-    cy = np.clip((xy[:, 1] * lvl.scale).astype(np.int64), 0, mask.shape[0] - 1)
-    cx = np.clip((xy[:, 0] * lvl.scale).astype(np.int64), 0, mask.shape[1] - 1)
-    xy = xy[frac[cy, cx] >= max(min_tissue, 1e-6)]
-    if len(xy) == 0:
-        raise InputError(
-            f"No tissue found under any circle of image {image_key!r} (min_tissue={min_tissue}); lower min_tissue "
-            "or check the image."
-        )
+    return np.concatenate(centres) if centres else np.empty((0, 2))
+
+
+def _circles(xy: np.ndarray, diameter: float, image: Any) -> Any:
+    """A spatialdata circles element at ``xy`` in the coordinate systems of ``image``."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+    from spatialdata.models import ShapesModel
+    from spatialdata.transformations import get_transformation
+
     gdf = gpd.GeoDataFrame({"radius": np.full(len(xy), diameter / 2.0)},
                            geometry=[Point(float(x), float(y)) for x, y in xy])
-    shapes = ShapesModel.parse(gdf, transformations=dict(get_transformation(sdata.images[image_key], get_all=True)))
-
-    out = _copy_object(sdata, None) if copy else sdata
-    if key_added in out.shapes:
-        warnings.warn(f"Replacing existing shapes {key_added!r}.", UserWarning, stacklevel=2)
-    out.shapes[key_added] = shapes
-    meta = dict((out.attrs or {}).get(K.META, {}))
-    if mpp:
-        meta[key_added] = {"spot_diameter_um": float(diameter * mpp), "platform": "tiles"}
-    else:
-        meta.pop(key_added, None)
-    out.attrs[K.META] = meta
-    log.info(f"tile_tissue: {len(xy)} circles of {diameter:.0f} px on the tissue of {image_key!r}; "
-             f"added shapes[{key_added!r}]")
-    return out if copy else None
+    return ShapesModel.parse(gdf, transformations=dict(get_transformation(image, get_all=True)))

@@ -1,0 +1,283 @@
+"""Single-section data preparation: expression, spot graph and image features of one section.
+
+The floor between the Spots view and the models for the tools that work on one section at a time
+(``sf.tl.senca``, ``sf.tl.stmic``): everything here reads the user's object and writes nothing.
+Each preparation also says which inputs it used (``inputs``), which the tool records in
+``uns[key_added]["inputs"]``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .._errors import InputError
+from .._spots import Spots
+from ..gr import knn
+from ..im import ImageFeatures, image_features
+from ..pp import check_counts, prepare_expression
+
+__all__ = ["PCBlocks", "SingleSection", "image_block", "pca", "prepare_pcs", "prepare_section", "standardise"]
+
+
+def _graph_input(n_neighs: int, on: str) -> dict[str, Any]:
+    """How a k-nearest-neighbour graph was built, as recorded in ``uns[key]["inputs"]["graph"]``."""
+    return {"kind": "knn", "n_neighs": int(n_neighs), "on": on}
+
+
+class _Prepared:
+    """What every preparation offers the writer: the image features it computed (not taken from the cache)."""
+
+    features: ImageFeatures | None
+
+    @property
+    def new_embeddings(self) -> list[ImageFeatures]:
+        """Image features computed during preparation (to store in the embedding cache), else ``[]``."""
+        return [self.features] if self.features is not None and not self.features.cached else []
+
+
+@dataclass(eq=False)
+class SingleSection(_Prepared):
+    """One section prepared for a model: expression, neighbour arrays and image features.
+
+    Attributes
+    ----------
+    X
+        ``(n_obs, n_genes)`` prepared expression (float32).
+    genes
+        Names of the columns of :attr:`X`.
+    nbr
+        ``(n_obs, n_neighs)`` indices of each spot's nearest spots.
+    F
+        ``(n_obs, d)`` image features, or ``None`` for the gene-only model.
+    features
+        The :class:`stfuse.im.ImageFeatures` behind :attr:`F` when an encoder ran (or its cache was
+        reused); ``None`` when :attr:`F` came from ``obsm`` as given or there is no image.
+    inputs
+        Which inputs were used: ``image_features`` (the ``obsm`` key of :attr:`F`) and ``graph``.
+    """
+
+    X: np.ndarray
+    genes: list[str]
+    nbr: np.ndarray
+    F: np.ndarray | None = None
+    features: ImageFeatures | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def image_block(
+    spots: Spots,
+    *,
+    image_rep: str | None = None,
+    encoder: str | Callable | Any = "histospace",
+    size: float | None = None,
+    size_px: float | None = None,
+    weights: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    stain: Any = None,
+) -> tuple[np.ndarray, ImageFeatures | None, str]:
+    """Image features of every spot: ``obsm[image_rep]`` as given, else from ``encoder`` (cached in ``obsm``).
+
+    Returns ``(F, features, obsm_key)``; ``features`` is ``None`` for ``image_rep``.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import image_block
+    >>> sdata = sf.datasets.toy(n_spots=50)
+    >>> sdata.tables["table"].obsm["X_mine"] = sdata.tables["table"].obsm["spatial"] * 1.0
+    >>> F, feats, key = image_block(get_spots(sdata), image_rep="X_mine")
+    >>> F.shape, feats, key
+    ((50, 2), None, 'X_mine')
+    """
+    if image_rep is not None:
+        F = np.asarray(spots.table.obsm[image_rep], dtype=np.float32)
+        if F.ndim != 2 or F.shape[0] != spots.n_obs or not np.isfinite(F).all():
+            raise InputError(f"obsm[{image_rep!r}] must be a finite (n_spots, n_features) array; got shape {F.shape}.")
+        return F, None, image_rep
+    feats = image_features(spots, encoder, size=size, size_px=size_px, weights=weights, batch_size=batch_size,
+                           device=device, stain=stain)
+    return feats.X, feats, feats.obsm_key
+
+
+def prepare_section(
+    spots: Spots,
+    *,
+    n_neighs: int,
+    layer: str | None = None,
+    min_counts: int = 10,
+    n_top_genes: int | None = 500,
+    image: bool = True,
+    image_rep: str | None = None,
+    encoder: str | Callable | Any = "histospace",
+    patch_spacings: float = 3.0,
+    weights: str | os.PathLike | None = None,
+    device: str = "auto",
+) -> SingleSection:
+    """Prepare one section for a spot-graph model (SENCA): expression, kNN neighbour arrays, image features.
+
+    Genes with fewer than ``min_counts`` counts are dropped, counts normalised and log-transformed and
+    the ``n_top_genes`` most variable genes (scanpy flavour ``"seurat"``) kept; every spot is linked
+    to its ``n_neighs`` nearest spots; image features are ``obsm[image_rep]``, or those of a square
+    patch of ``patch_spacings`` spot spacings around each spot (``image=True``), or none.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import prepare_section
+    >>> sec = prepare_section(get_spots(sf.datasets.toy(n_spots=100, image=False)), n_neighs=4, image=False)
+    >>> sec.nbr.shape, sec.F is None, sec.inputs["graph"]["n_neighs"]
+    ((100, 4), True, 4)
+    """
+    check_counts(spots.table, layer=layer, name=f"table of section {spots.name!r}")
+    expr = prepare_expression(spots.table, layer=layer, min_counts=int(min_counts), n_top_genes=n_top_genes,
+                              flavor="seurat")
+    nbr, _ = knn(spots.centers, int(n_neighs))
+    F, feats, key = None, None, None
+    if image_rep is not None or image:
+        size_px = None if image_rep is not None else float(patch_spacings) * spots.spacing()
+        F, feats, key = image_block(spots, image_rep=image_rep, encoder=encoder, size_px=size_px, weights=weights,
+                                    device=device)
+    inputs = {"image_features": key, "graph": _graph_input(n_neighs, "spot centres")}
+    return SingleSection(expr.X, list(expr.genes), nbr, F, feats, inputs)
+
+
+# --- principal components (stMIC) -----------------------------------------------------------------
+def pca(X: np.ndarray, n_pcs: int, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(n, n_pcs)`` and explained variance ratios of a centred PCA (deterministic for a seed).
+
+    Up to 4000 spots or features the PCA is exact, through the eigenvectors of the smaller Gram or
+    covariance matrix (a wide SVD of a few hundred spots x 15 000 genes is slow in LAPACK); larger
+    problems use scikit-learn's randomized PCA seeded with ``random_state``. Each component's sign is
+    fixed so that its largest score is positive.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stfuse.data import pca
+    >>> Z, ratio = pca(np.random.default_rng(0).normal(size=(30, 5)), 2)
+    >>> Z.shape, bool(ratio[0] >= ratio[1])
+    ((30, 2), True)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Xc = X - X.mean(axis=0)
+    n, p = Xc.shape
+    total = float((Xc * Xc).sum())
+    if min(n, p) <= 4000:
+        if n <= p:
+            w, V = np.linalg.eigh(Xc @ Xc.T)
+            top = np.argsort(w)[::-1][:n_pcs]
+            Z = V[:, top] * np.sqrt(np.clip(w[top], 0.0, None))
+        else:
+            w, W = np.linalg.eigh(Xc.T @ Xc)
+            top = np.argsort(w)[::-1][:n_pcs]
+            Z = Xc @ W[:, top]
+        ratio = np.clip(w[top], 0.0, None) / total if total > 0 else np.zeros(len(top))
+    else:
+        from sklearn.decomposition import PCA
+
+        model = PCA(n_components=n_pcs, svd_solver="randomized", random_state=random_state)
+        Z = model.fit_transform(Xc)
+        ratio = model.explained_variance_ratio_
+    flip = np.sign(Z[np.argmax(np.abs(Z), axis=0), np.arange(Z.shape[1])])
+    flip[flip == 0] = 1.0
+    return Z * flip, np.asarray(ratio, dtype=np.float64)
+
+
+def standardise(X: np.ndarray) -> np.ndarray:
+    """Z-score every feature; constant features become 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stfuse.data import standardise
+    >>> standardise(np.array([[1.0, 5.0], [3.0, 5.0]])).tolist()
+    [[-1.0, 0.0], [1.0, 0.0]]
+    """
+    X = np.asarray(X, dtype=np.float64)
+    sd = X.std(axis=0)
+    sd[sd == 0] = np.inf
+    return (X - X.mean(axis=0)) / sd
+
+
+@dataclass(eq=False)
+class PCBlocks(_Prepared):
+    """Principal components of expression and/or image features, concatenated (stMIC's representation).
+
+    Attributes
+    ----------
+    Z
+        ``(n_obs, n_blocks * n_pcs)`` concatenated PC scores (the image block times its weight).
+    variance_ratio
+        Explained variance ratios per block (``"expression"``, ``"image"``).
+    features
+        The image features behind the image block (``None`` without one).
+    inputs
+        Which inputs were used (``image_features``: their ``obsm`` key).
+    """
+
+    Z: np.ndarray
+    variance_ratio: dict[str, list[float]]
+    features: ImageFeatures | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_pcs(
+    spots: Spots,
+    *,
+    n_pcs: int,
+    modality: Literal["both", "expression", "image"] = "both",
+    layer: str | None = None,
+    encoder: str | Callable | Any = "histospace",
+    size: float = 1.0,
+    weights: str | os.PathLike | None = None,
+    image_weight: float = 1.0,
+    stain: Any = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    random_state: int = 0,
+) -> PCBlocks:
+    """``n_pcs`` principal components of expression and/or of the spots' image features (stMIC).
+
+    Expression: counts normalised to 10⁴ per spot, ``log1p``, every gene scaled to unit variance,
+    PCA. Image: features of a patch of ``size`` spot diameters around every spot, standardised, PCA,
+    times ``image_weight`` (with ``modality="both"``). The blocks are concatenated as they are.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import prepare_pcs
+    >>> pcs = prepare_pcs(get_spots(sf.datasets.toy(n_spots=100, image=False)), n_pcs=5, modality="expression")
+    >>> pcs.Z.shape, list(pcs.variance_ratio)
+    ((100, 5), ['expression'])
+    """
+    blocks: list[np.ndarray] = []
+    ratios: dict[str, list[float]] = {}
+    feats = None
+    if modality in ("both", "expression"):
+        expr = prepare_expression(spots.table, layer=layer, target_sum=1e4, log1p=True, scale=True)
+        if n_pcs > min(expr.X.shape):
+            raise InputError(
+                f"n_pcs={n_pcs} exceeds what {expr.X.shape[0]} spots x {expr.X.shape[1]} genes allow; lower n_pcs."
+            )
+        Ze, ve = pca(expr.X, n_pcs, random_state)
+        blocks.append(Ze)
+        ratios["expression"] = ve.astype(float).tolist()
+    if modality in ("both", "image"):
+        _, feats, _ = image_block(spots, encoder=encoder, size=size, weights=weights, batch_size=batch_size,
+                                  device=device, stain=stain)
+        if n_pcs > min(feats.X.shape):
+            raise InputError(f"n_pcs={n_pcs} exceeds the {feats.X.shape[1]} image features; lower n_pcs.")
+        Zi, vi = pca(standardise(feats.X), n_pcs, random_state)
+        blocks.append((float(image_weight) if modality == "both" else 1.0) * Zi)
+        ratios["image"] = vi.astype(float).tolist()
+    inputs = {"image_features": None if feats is None else feats.obsm_key}
+    return PCBlocks(np.concatenate(blocks, axis=1), ratios, feats, inputs)
