@@ -40,8 +40,8 @@ def scores(X: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
 
 def mean_rgb(spots) -> np.ndarray:
     X = np.empty((spots.n_obs, 3), np.float32)
-    side = sf.im._patches.patch_side_px(spots)
-    for b in sf.im._patches.iter_patches(spots, side, out_px=128, batch_size=64):
+    side = sf.im.patch_side_px(spots)
+    for b in sf.im.iter_patches(spots, side, out_px=128, batch_size=64):
         X[b.index] = b.patches.reshape(len(b.index), 3, -1).mean(axis=2) / 255.0
     return X
 

@@ -42,7 +42,7 @@ from sklearn.preprocessing import StandardScaler
 
 import stfuse as sf
 from stfuse._spots import get_spots
-from stfuse.im._patches import iter_patches
+from stfuse.im import iter_patches
 
 from ._util import PeakRSS, append_results, table
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import stfuse as sf  # noqa: E402
 from stfuse._spots import get_spots  # noqa: E402
-from stfuse.im._patches import iter_patches, patch_side_px  # noqa: E402
+from stfuse.im import iter_patches, patch_side_px  # noqa: E402
 from stfuse.nn import ConvAutoencoder, train  # noqa: E402
 
 SECTIONS = ("B4", "C2", "C3", "C4", "C5", "C6")

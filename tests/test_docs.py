@@ -11,7 +11,7 @@ import pytest
 import stfuse as sf
 
 API = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text()
-MODULES = ["io", "datasets", "pp", "gr", "im", "tl", "pl", "models", "nn", "metrics"]
+MODULES = ["io", "datasets", "pp", "gr", "im", "data", "tl", "pl", "models", "nn", "metrics"]
 PUBLIC = [(m, n) for m in MODULES for n in importlib.import_module(f"stfuse.{m}").__all__]
 
 

@@ -82,7 +82,7 @@ def test_lazy_reading_never_materialises_whole_image():
 
 def test_patch_size_options(toy):
     spots = get_spots(toy)
-    from stfuse.im._patches import patch_side_px
+    from stfuse.im import patch_side_px
 
     assert patch_side_px(spots) == pytest.approx(24.0)
     assert patch_side_px(spots, size_um=110) == pytest.approx(48.0)

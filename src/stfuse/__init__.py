@@ -1,6 +1,6 @@
 """stfuse: fuse spatial transcriptomics with H&E histology (SENCA-st, SpaCRD, stMIC, HistoSPACE)."""
 
-from . import datasets, gr, im, io, metrics, models, nn, pl, pp, tl
+from . import data, datasets, gr, im, io, metrics, models, nn, pl, pp, tl
 from ._errors import (
     DataNotFoundError,
     GeneMismatchError,
@@ -20,6 +20,7 @@ __all__ = [
     "StfuseError",
     "WeightsUnavailableError",
     "__version__",
+    "data",
     "datasets",
     "gr",
     "im",

@@ -8,7 +8,7 @@ novae's ``data``). Knows AnnData and the Spots view; knows no model. The readers
 """
 
 from ._genes import measured_expression, select_genes, shared_variable_genes
-from ._neighbours import neighbour_index, stack_neighbours, zscore
+from ._neighbours import neighbour_index, stack_neighbours
 from ._registry import Registry
 from ._sections import Section, as_list, binary_labels, reference_sections, section_name
 from ._single import PCBlocks, SingleSection, image_block, pca, prepare_pcs, prepare_section, standardise
@@ -17,8 +17,6 @@ from ._tables import prediction_table
 from ._tiles import (
     TileStore,
     TrainingTiles,
-    extract_tiles,
-    stain_for,
     tile_batches,
     tile_side,
     training_tiles,
@@ -34,7 +32,6 @@ __all__ = [
     "as_list",
     "binary_labels",
     "block_split",
-    "extract_tiles",
     "image_block",
     "measured_expression",
     "neighbour_index",
@@ -47,11 +44,9 @@ __all__ = [
     "select_genes",
     "shared_variable_genes",
     "stack_neighbours",
-    "stain_for",
     "standardise",
     "stratified_split",
     "tile_batches",
     "tile_side",
     "training_tiles",
-    "zscore",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..gr import knn
 
-__all__ = ["neighbour_index", "stack_neighbours", "zscore"]
+__all__ = ["neighbour_index", "stack_neighbours"]
 
 
 def neighbour_index(centers: np.ndarray, k: int) -> np.ndarray:
@@ -44,19 +44,3 @@ def stack_neighbours(neighbours: Sequence[np.ndarray]) -> np.ndarray:
     """
     offsets = np.cumsum([0] + [len(n) for n in neighbours])
     return np.vstack([np.where(n >= 0, n + o, -1) for n, o in zip(neighbours, offsets[:-1])])
-
-
-def zscore(X: np.ndarray) -> np.ndarray:
-    """Each column to zero mean and unit variance over the rows (constant columns: centred only), float32.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from stfuse.data import zscore
-    >>> zscore(np.array([[1.0, 5], [3, 5]])).tolist()
-    [[-1.0, 0.0], [1.0, 0.0]]
-    """
-    mu = X.mean(axis=0)
-    sd = X.std(axis=0)
-    sd[sd == 0] = 1.0
-    return ((X - mu) / sd).astype(np.float32)

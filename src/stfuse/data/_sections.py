@@ -42,7 +42,16 @@ def as_list(sections: Any) -> list[Any]:
 
 
 def section_name(spots: Spots, fallback: str) -> str:
-    """The section's name: its single ``obs["section"]`` value, else the spots' name, else ``fallback``."""
+    """The section's name: its single ``obs["section"]`` value, else the spots' name, else ``fallback``.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import section_name
+    >>> section_name(get_spots(sf.datasets.toy(n_spots=50)), "target")
+    'toy'
+    """
     sec = spots.table.obs.get(K.SECTION)
     if sec is not None:
         values = pd.unique(sec.astype(str))

@@ -36,6 +36,17 @@ def prediction_table(spots: Spots, pred: np.ndarray, genes: list[str], uns: dict
     Returns
     -------
     A :class:`anndata.AnnData` parsed by :class:`spatialdata.models.TableModel`, with ``obsm["spatial"]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import prediction_table
+    >>> spots = get_spots(sf.datasets.toy(n_spots=50))
+    >>> t = prediction_table(spots, np.zeros((50, 2), np.float32), ["G001", "G002"], {}, "pred")
+    >>> t.shape, "spatial" in t.obsm
+    ((50, 2), True)
     """
     import anndata as ad
     from spatialdata.models import TableModel, get_table_keys

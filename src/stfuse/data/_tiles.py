@@ -13,13 +13,12 @@ import numpy as np
 
 from .. import _logging as log
 from .._spots import Spots
-from ..im import StainNormalizer
-from ..im._patches import fit_stain, iter_patches, patch_side_px
+from ..im import StainNormalizer, fit_stain, iter_patches, patch_side_px
 
-__all__ = ["TileStore", "TrainingTiles", "extract_tiles", "stain_for", "tile_batches", "tile_side", "training_tiles"]
+__all__ = ["TileStore", "TrainingTiles", "tile_batches", "tile_side", "training_tiles"]
 
 
-def stain_for(spots: Spots, side: float, px: int, stain: str | None) -> StainNormalizer | None:
+def _stain_for(spots: Spots, side: float, px: int, stain: str | None) -> StainNormalizer | None:
     """One stain normaliser per slide (fitted on an even sample of its spots), or ``None`` without ``stain``."""
     return None if stain is None else fit_stain(spots, side, stain, out_px=px)
 
@@ -65,7 +64,7 @@ class TileStore:
             self.array = np.empty(shape, np.uint8)
 
 
-def extract_tiles(spots: Spots, side: float, rows: np.ndarray, store: np.ndarray,
+def _extract_tiles(spots: Spots, side: float, rows: np.ndarray, store: np.ndarray,
                   stain: StainNormalizer | None, desc: str) -> None:
     """Write the tile of spot ``i`` of ``spots`` to ``store[rows[i]]`` (skipping spots with ``rows < 0``)."""
     index = np.flatnonzero(rows >= 0)
@@ -112,6 +111,21 @@ def training_tiles(sections: Sequence[Spots], targets: Sequence[np.ndarray], mas
     Returns
     -------
     :class:`TrainingTiles`.
+
+    Examples
+    --------
+    >>> import contextlib
+    >>> import numpy as np
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import training_tiles
+    >>> spots = get_spots(sf.datasets.toy(n_spots=60))
+    >>> mask = np.arange(60) % 5 == 0
+    >>> with contextlib.ExitStack() as stack:
+    ...     tt = training_tiles([spots], [np.ones((60, 2))], [mask], size=1.0, px=16, stain=None, ram_gb=1.0,
+    ...                         stack=stack)
+    ...     tt.tiles.shape, tt.val_tiles.shape
+    ((48, 3, 16, 16), (12, 3, 16, 16))
     """
     n_val = int(sum(m.sum() for m in masks))
     n_tr = int(sum(len(m) for m in masks)) - n_val
@@ -121,14 +135,14 @@ def training_tiles(sections: Sequence[Spots], targets: Sequence[np.ndarray], mas
     o_tr = o_val = 0
     for i, (s, m, Y) in enumerate(zip(sections, masks, targets)):
         side = patch_side_px(s, size=size)
-        norm = stain_for(s, side, px, stain)
+        norm = _stain_for(s, side, px, stain)
         rows = np.full(s.n_obs, -1, np.int64)
         rows[~m] = o_tr + np.arange(int((~m).sum()))
-        extract_tiles(s, side, rows, train_store, norm, f"tiles of reference {i}")
+        _extract_tiles(s, side, rows, train_store, norm, f"tiles of reference {i}")
         if m.any():
             rows = np.full(s.n_obs, -1, np.int64)
             rows[m] = o_val + np.arange(int(m.sum()))
-            extract_tiles(s, side, rows, val_store, norm, f"tiles of reference {i} (validation)")
+            _extract_tiles(s, side, rows, val_store, norm, f"tiles of reference {i} (validation)")
         o_tr += int((~m).sum())
         o_val += int(m.sum())
         Y_tr.append(Y[~m])
@@ -141,9 +155,18 @@ def tile_batches(spots: Spots, tile: dict[str, Any], px: int, *, batch_size: int
     """``(index, tiles)`` batches of every spot's tile, cut as ``tile`` says (size, µm, stain), with progress.
 
     Memory is bounded by one batch; the stain normaliser is fitted on this slide.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import tile_batches
+    >>> index, tiles = next(tile_batches(get_spots(sf.datasets.toy(n_spots=100)), {"size": 1.0}, 16, batch_size=40))
+    >>> index.shape, tiles.shape
+    ((40,), (40, 3, 16, 16))
     """
     side = tile_side(spots, tile)
-    norm = stain_for(spots, side, px, tile.get("stain"))
+    norm = _stain_for(spots, side, px, tile.get("stain"))
     n_batches = -(-spots.n_obs // batch_size)
     for batch in log.progress(iter_patches(spots, side, out_px=px, batch_size=batch_size, stain=norm),
                               desc=desc, total=n_batches):

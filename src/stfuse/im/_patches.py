@@ -42,7 +42,16 @@ class PatchBatch:
 
 def patch_side_px(spots: Spots, *, size: float | None = None, size_um: float | None = None,
                   size_px: float | None = None) -> float:
-    """Patch side in level-0 pixels from one of: spot diameters, microns, pixels (default 1 diameter)."""
+    """Patch side in level-0 pixels from one of: spot diameters, microns, pixels (default 1 diameter).
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> spots = get_spots(sf.datasets.toy(n_spots=100))
+    >>> sf.im.patch_side_px(spots), round(sf.im.patch_side_px(spots, size_um=110), 1)
+    (24.0, 48.0)
+    """
     given = [v is not None for v in (size, size_um, size_px)]
     if sum(given) > 1:
         raise InputError("Give the patch side once: size (spot diameters), size_um (µm) or size_px (pixels).")
@@ -94,6 +103,15 @@ def iter_patches(
     e.g. to cut tiles between spots; ``index`` then refers to its rows. ``stain`` normalises the
     stains of every batch with one normaliser for the whole slide (fitted here by :func:`fit_stain`
     when given as a method name).
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> spots = get_spots(sf.datasets.toy(n_spots=100))
+    >>> batch = next(sf.im.iter_patches(spots, 2 * spots.spacing(), out_px=32, batch_size=10))
+    >>> batch.patches.shape, batch.patches.dtype
+    ((10, 3, 32, 32), dtype('uint8'))
     """
     spots.require_image("Patch extraction", fix="Attach an H&E image to the section (sf.io.read_st(..., image=...)).")
     out_px = round(side_px) if out_px is None else int(out_px)
@@ -181,6 +199,14 @@ def fit_stain(
     """Fit one stain normaliser for a slide on patches of an even sample of its spots (array-level API).
 
     A fitted :class:`StainNormalizer` given as ``method`` is returned as it is.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> spots = get_spots(sf.datasets.toy(n_spots=100))
+    >>> sf.im.fit_stain(spots, spots.diameter, "reinhard", n_spots=16).fitted
+    True
     """
     if isinstance(method, StainNormalizer):
         if not method.fitted:

@@ -297,7 +297,7 @@ def knn_graph(X: np.ndarray, n_neighs: int) -> sparse.csr_matrix:
     if not 1 <= n_neighs < n:
         raise InputError(f"n_neighs must be between 1 and the number of spots - 1 ({n - 1}), got {n_neighs}.")
     k = int(n_neighs)
-    idx = NearestNeighbors(n_neighs=k, algorithm="brute").fit(X).kneighbors(return_distance=False)
+    idx = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(X).kneighbors(return_distance=False)
     A = sparse.csr_matrix((np.ones(idx.size), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
     return A.maximum(A.T).tocsr()
 

@@ -80,7 +80,7 @@ def _inputs(reg: data.Registry, spots: Spots, feats: Any, k: int,
             layer: str | None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Expression, scaled image features and neighbour index of one section, prepared as ``reg`` says."""
     X = reg.expression(spots.table, layer=layer) if reg.genes is not None else None
-    image = data.zscore(feats.X) if feats is not None else None
+    image = data.standardise(feats.X).astype(np.float32) if feats is not None else None
     return X, image, data.neighbour_index(spots.centers, k)
 
 
@@ -110,7 +110,7 @@ def spacrd(
     image_key: str | None = None,
     key_added: str = "spacrd",
     encoder: str | Callable | Any = "histospace",
-    encoder_weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
     n_neighs: int = 6,
     n_top_genes: int = 3000,
     use_image: bool = True,
@@ -176,7 +176,7 @@ def spacrd(
         Image encoder for the image features (``"histospace"``, ``"resnet50"``, ``"timm:<model>"``, an
         :class:`stfuse.im.Encoder` or a torch module; see :func:`stfuse.im.get_encoder`). A reused
         ``model`` needs the encoder it was trained with.
-    encoder_weights
+    weights
         Local weights file of the encoder.
     n_neighs
         Nearest spots attended to by each spot (paper: 6).
@@ -251,7 +251,7 @@ def spacrd(
 
     # --- prepare: the registry of a new model, or the one the model was trained with -------------
     def features(s: Spots) -> Any:
-        return image_features(s, encoder, weights=encoder_weights, device=device) if use_image else None
+        return image_features(s, encoder, weights=weights, device=device) if use_image else None
 
     reg = (_registry(sections, spots, use_genes=use_genes, use_image=use_image, n_top_genes=n_top_genes, layer=layer,
                      n_neighs=n_neighs, label_key=label_key, positive=positive) if model is None
