@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
+import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ import stfuse as sf
 from stfuse import _keys as K
 from stfuse._spots import get_spots
 from stfuse.io._squidpy import HIRES_MAX, LOWRES_MAX, add_spatial_uns
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use `squidpy.pl.spatial_scatter` instead:FutureWarning")
 
 sq = pytest.importorskip("squidpy")
 sc = pytest.importorskip("scanpy")
@@ -100,7 +103,7 @@ def test_anndata_path_matches_spatialdata_path(toy):
     assert a.levels[0].shape_yx == toy.tables["table"].uns[K.SPATIAL]["toy_spots"]["images"]["hires"].shape[:2]
 
 
-def test_image_less_table():
+def test_image_less_table(tmp_path):
     s = sf.datasets.toy(n_spots=100, image=False)
     t = s.tables["table"]
     entry = _entry(s, "toy_spots")
@@ -111,6 +114,9 @@ def test_image_less_table():
     assert not ax.images
     a = get_spots(t)
     assert not a.has_image and a.diameter == 24.0 and a.microns_per_pixel == pytest.approx(55 / 24)
+    t.write_zarr(tmp_path / "t.zarr")
+    back = ad.read_zarr(tmp_path / "t.zarr").uns[K.SPATIAL]["toy_spots"]
+    assert dict(back["images"]) == {} and back["scalefactors"] == pytest.approx(entry["scalefactors"])
 
 
 def test_zarr_roundtrip_keeps_uns_spatial(tmp_path):
