@@ -97,6 +97,10 @@ def test_image_scale(her2st_dir, tmp_path):
     assert np.allclose(a.centers / 2, b.centers, atol=1e-6)
     assert b.diameter == pytest.approx(a.diameter / 2)
     assert b.microns_per_pixel == pytest.approx(2 * a.microns_per_pixel)
+    # squidpy's scale factors stay relative to obsm["spatial"] (full resolution), whatever the file's size
+    fa, fb = (x.tables["table"].uns["spatial"]["C2_spots"]["scalefactors"] for x in (full, half))
+    assert fb["spot_diameter_fullres"] == fa["spot_diameter_fullres"]
+    assert fb["tissue_hires_scalef"] == pytest.approx(fa["tissue_hires_scalef"], rel=1e-3)
 
 
 def test_missing_file(tmp_path, her2st_dir):

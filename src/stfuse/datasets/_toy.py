@@ -54,17 +54,20 @@ def _region_at(x: np.ndarray, y: np.ndarray, seeds: np.ndarray, seed_regions: np
 
 
 @numba.njit(cache=True)
-def _paint(img, mask, cy, cx, r_out, r_in, col, y0, x0):
-    """Paint annuli r_in <= d <= r_out (discs when r_in < 0) where ``mask`` is True."""
+def _paint(img, mask, cy, cx, r_out, r_in, col, y0, x0, step):
+    """Paint annuli r_in <= d <= r_out (discs when r_in < 0) where ``mask`` is True.
+
+    Pixel ``[yy, xx]`` of ``img`` is the image pixel ``(y0 + yy * step, x0 + xx * step)``.
+    """
     h, w = img.shape[1], img.shape[2]
     for t in range(len(cy)):
         r = r_out[t]
-        for yy in range(max(int(cy[t] - r) - y0, 0), min(int(cy[t] + r) + 2 - y0, h)):
-            for xx in range(max(int(cx[t] - r) - x0, 0), min(int(cx[t] + r) + 2 - x0, w)):
+        for yy in range(max((int(cy[t] - r) - y0) // step, 0), min((int(cy[t] + r) + 2 - y0) // step + 1, h)):
+            for xx in range(max((int(cx[t] - r) - x0) // step, 0), min((int(cx[t] + r) + 2 - x0) // step + 1, w)):
                 if not mask[yy, xx]:
                     continue
-                dy = yy + y0 - cy[t]
-                dx = xx + x0 - cx[t]
+                dy = yy * step + y0 - cy[t]
+                dx = xx * step + x0 - cx[t]
                 d2 = dy * dy + dx * dx
                 if d2 <= r * r and (r_in[t] < 0 or d2 >= r_in[t] * r_in[t]):
                     for ch in range(3):
@@ -80,13 +83,15 @@ def _texture(reg: np.ndarray) -> np.ndarray:
     return np.array([TEXTURE[i] for i in range(4)])[reg]
 
 
-def _render_block(y0: int, y1: int, x0: int, x1: int, seed: int, seeds, seed_regions, wave, scale):
-    """RGB uint8 pixels of [y0:y1, x0:x1], identical whichever way the image is chunked.
+def _render_block(y0: int, y1: int, x0: int, x1: int, seed: int, seeds, seed_regions, wave, scale, step: int = 1):
+    """RGB uint8 pixels of [y0:y1:step, x0:x1:step], identical whichever way the image is chunked.
 
     Nuclei and adipocytes are drawn from fixed 256 px tiles seeded by their position, so objects
-    that cross a block border are drawn the same in both blocks.
+    that cross a block border are drawn the same in both blocks. ``step > 1`` renders every
+    ``step``-th pixel only, without the per-pixel noise: a thumbnail equal to the full image sliced
+    ``[::step, ::step]`` up to that noise.
     """
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    yy, xx = np.mgrid[y0:y1:step, x0:x1:step].astype(np.float64)
     tex = _texture(_region_at(xx, yy, seeds, seed_regions, wave))
     img = _BASE[tex].transpose(2, 0, 1).copy()
     img += np.where(tex == 0, 14.0 * np.sin(xx * 0.35 / scale + yy * 0.12 / scale), 0.0)[None]  # fibres
@@ -109,9 +114,11 @@ def _render_block(y0: int, y1: int, x0: int, x1: int, seed: int, seeds, seed_reg
     nuc = np.concatenate(nuc)
     fat = np.concatenate(fat)
     _paint(img, tex == 2, fat[:, 0], fat[:, 1], fat[:, 2], fat[:, 2] - 1.2 * scale,
-           np.tile(_MEMBRANE, (len(fat), 1)), y0, x0)
+           np.tile(_MEMBRANE, (len(fat), 1)), y0, x0, step)
     _paint(img, tex != 2, nuc[:, 0], nuc[:, 1], nuc[:, 2], np.full(len(nuc), -1.0),
-           nuc[:, 3:4] * _NUCLEUS[None], y0, x0)
+           nuc[:, 3:4] * _NUCLEUS[None], y0, x0, step)
+    if step > 1:  # thumbnails skip the per-pixel noise: drawing it costs as much as the full image
+        return np.clip(img, 0, 255).astype(np.uint8)
     for ty in range(y0 // _TILE, (y1 - 1) // _TILE + 1):
         for tx in range(x0 // _TILE, (x1 - 1) // _TILE + 1):
             noise = np.random.default_rng([seed, 11, ty, tx]).normal(0.0, 6.0, (3, _TILE, _TILE))
@@ -163,7 +170,9 @@ def toy(
     Returns
     -------
     :class:`spatialdata.SpatialData` with table ``"table"``, circles ``"toy_spots"`` and image
-    ``"toy_image"`` in one coordinate system.
+    ``"toy_image"`` in one coordinate system. The table carries squidpy's ``uns["spatial"]["toy_spots"]``
+    (its ``hires`` thumbnail is every second pixel of the image, or sparser for large sections,
+    without the image's pixel noise).
 
     Examples
     --------
@@ -172,6 +181,7 @@ def toy(
     >>> sdata.tables["table"].obs["region"].value_counts().sort_index().index.tolist()
     ['A', 'B', 'C', 'D']
     """
+    from ..io._squidpy import thumbnail_scale
     from ..io._st import build_spatialdata
 
     if n_spots < 16:
@@ -208,7 +218,7 @@ def toy(
     obs["region"] = pd.Categorical(np.array(REGIONS)[region], categories=list(REGIONS))
     obs["cancer"] = np.isin(region, [1, 2])
 
-    img = None
+    img = hires = None
     if image:
         import dask.array as da
 
@@ -221,8 +231,12 @@ def toy(
             return _render_block(y0, y1, x0, x1, seed, seeds, seed_regions, wave, scale)
 
         img = template.map_blocks(_block, dtype=np.uint8, name=f"stfuse-toy-image-{seed}-{n_spots}-{spot_diameter_px}")
+        # squidpy's hires thumbnail: every step-th pixel of the image, rendered directly (no full render)
+        step = int(np.ceil(1.0 / thumbnail_scale(height, width) - 1e-9))
+        thumb = _render_block(0, height, 0, width, seed, seeds, seed_regions, wave, scale, step).transpose(1, 2, 0)
+        hires = (thumb, 1.0 / step)
     diameter_um = 55.0 if lattice == "hex" else 100.0
     return build_spatialdata(
         pd.DataFrame(counts, index=obs.index, columns=genes), obs, xy, section="toy",
-        spot_diameter_px=spot_diameter_px, spot_diameter_um=diameter_um, image=img, platform="toy",
+        spot_diameter_px=spot_diameter_px, spot_diameter_um=diameter_um, image=img, hires=hires, platform="toy",
     )

@@ -15,6 +15,7 @@ from .. import _keys as K
 from .. import _logging as log
 from .._errors import DataNotFoundError, InputError
 from ._image import image_size, lazy_image
+from ._squidpy import file_thumbnail, library_entry, thumbnail_scale
 
 __all__ = ["build_spatialdata", "read_st"]
 
@@ -117,13 +118,16 @@ def build_spatialdata(
     spot_diameter_um: float | None,
     image: Any = None,
     image_scale: float = 1.0,
+    hires: tuple[np.ndarray, float] | None = None,
     platform: str = "ST",
 ):
     """Assemble a SpatialData (table, spot circles, multiscale image) from arrays.
 
     ``counts`` is a spots × genes DataFrame or an :class:`~anndata.AnnData`; ``xy`` the spot centres in
     full-resolution pixels (the ``global`` coordinate system); ``image`` an optional lazy ``(c, y, x)``
-    array stored at ``image_scale`` times the full resolution.
+    array stored at ``image_scale`` times the full resolution; ``hires`` its ``(y, x, 3)`` uint8
+    thumbnail and the thumbnail's pixels per full-resolution pixel, kept with a ``lowres`` one in
+    squidpy's ``uns["spatial"][f"{section}_spots"]`` (see :mod:`stfuse.io._squidpy`).
     """
     import anndata as ad
     import geopandas as gpd
@@ -146,6 +150,14 @@ def build_spatialdata(
     adata.obsm[K.SPATIAL] = np.asarray(xy, dtype=np.float64)
     meta = {"spot_diameter_um": spot_diameter_um, "platform": platform} if spot_diameter_um else {"platform": platform}
     adata.uns[K.META] = {shapes_key: meta}
+    image_key = f"{section}_image"
+    thumb, scalef = hires if image is not None and hires is not None else (None, None)
+    adata.uns[K.SPATIAL] = {
+        shapes_key: library_entry(
+            spot_diameter_fullres=spot_diameter_px, hires=thumb, hires_scalef=scalef, spot_diameter_um=spot_diameter_um,
+            metadata={"platform": platform, "image_key": image_key if image is not None else None},
+        )
+    }
     table = TableModel.parse(adata, region=shapes_key, region_key=K.REGION_KEY, instance_key=K.INSTANCE_KEY)
 
     gdf = gpd.GeoDataFrame(
@@ -159,7 +171,7 @@ def build_spatialdata(
         t = Identity() if image_scale == 1.0 else Scale([1.0 / image_scale, 1.0 / image_scale], axes=("x", "y"))
         h, w = image.shape[1:]
         n_levels = max(0, min(5, int(np.floor(np.log2(max(min(h, w), 1) / 256)))))
-        images[f"{section}_image"] = Image2DModel.parse(
+        images[image_key] = Image2DModel.parse(
             image,
             dims=("c", "y", "x"),
             c_coords=["r", "g", "b"],
@@ -211,7 +223,10 @@ def read_st(
     :class:`spatialdata.SpatialData` with table ``"table"`` (raw counts in ``X``, sparse;
     ``obsm["spatial"]`` spot centres in full-resolution pixels), circles ``"{section}_spots"`` (radius =
     half the 100 µm spot diameter, in pixels derived from the 200 µm grid) and, when given, the image
-    ``"{section}_image"`` (multiscale, dask-backed) in the same ``global`` coordinate system.
+    ``"{section}_image"`` (multiscale, dask-backed) in the same ``global`` coordinate system. The table
+    also carries squidpy's ``uns["spatial"]["{section}_spots"]`` (``hires``/``lowres`` thumbnails of the
+    image, read at reduced size, scale factors and ``spot_diameter_fullres``), so ``sq.pl.spatial_scatter``
+    and ``sc.pl.spatial`` plot it as is.
     ``obs["cancer"]`` is derived from the labels (invasive cancer or cancer in situ) when present,
     else from cluster names starting with "cancer"; spots without any label are ``False``.
 
@@ -280,7 +295,7 @@ def read_st(
     elif K.CLUSTER_NAME in obs:
         obs[K.CANCER] = obs[K.CLUSTER_NAME].astype("string").str.startswith("cancer").fillna(False).to_numpy(bool)
 
-    img = None
+    img = hires = None
     if image is not None:
         w, h, _ = image_size(_path(image, "Image"))
         full_w, full_h = w / image_scale, h / image_scale
@@ -292,9 +307,11 @@ def read_st(
                 "wrong image for this section, or wrong image_scale?"
             )
         img = lazy_image(image)
+        thumb = file_thumbnail(image, thumbnail_scale(h, w))
+        hires = (thumb, thumb.shape[1] / w * image_scale)
     sdata = build_spatialdata(
         df, obs, xy, section=section, spot_diameter_px=diameter_px, spot_diameter_um=ST_SPOT_DIAMETER_UM,
-        image=img, image_scale=image_scale, platform="ST",
+        image=img, image_scale=image_scale, hires=hires, platform="ST",
     )
     log.info(f"read ST section {section}: {len(df)} spots, {df.shape[1]} genes, image={'yes' if img is not None else 'no'}")
     return sdata

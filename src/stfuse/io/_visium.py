@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import _keys as K
 from .._spots import VISIUM_SPOT_DIAMETER_UM
+from ._squidpy import add_spatial_uns
 
 __all__ = ["read_visium"]
 
@@ -15,7 +16,9 @@ def read_visium(path: str | os.PathLike, *, dataset_id: str | None = None, **kwa
     """Read a 10x Visium Space Ranger output folder with :func:`spatialdata_io.visium`.
 
     stfuse adds only what it needs: the 55 µm spot diameter in ``table.uns["stfuse"]``, so tools can
-    convert between pixels and microns.
+    convert between pixels and microns, and, where spatialdata-io left none, squidpy's
+    ``uns["spatial"][library_id]`` (small ``hires``/``lowres`` thumbnails of the finest image, scale
+    factors, spot diameter), so ``sq.pl.spatial_scatter`` and ``sc.pl.spatial`` work on the table as is.
 
     Parameters
     ----------
@@ -28,7 +31,8 @@ def read_visium(path: str | os.PathLike, *, dataset_id: str | None = None, **kwa
 
     Returns
     -------
-    :class:`spatialdata.SpatialData` as spatialdata-io returns it, with the spot size recorded.
+    :class:`spatialdata.SpatialData` as spatialdata-io returns it, with the spot size and squidpy's
+    ``uns["spatial"]`` recorded in its table.
 
     Examples
     --------
@@ -51,4 +55,5 @@ def read_visium(path: str | os.PathLike, *, dataset_id: str | None = None, **kwa
         for r in regions:
             meta[r] = {"spot_diameter_um": VISIUM_SPOT_DIAMETER_UM, "platform": "Visium"}
         table.uns[K.META] = meta
+    add_spatial_uns(sdata, metadata={"platform": "Visium"})
     return sdata
