@@ -163,9 +163,9 @@ def test_grid_matches_squidpy_on_visium_lattice(kw):
 def test_grid_on_her2st(c2):
     import warnings
 
-    from stfuse._spots import get_spots
-
     from spatialdata import SpatialData
+
+    from stfuse._spots import get_spots
 
     c2 = SpatialData(shapes=dict(c2.shapes), images=dict(c2.images), tables={"table": c2.tables["table"].copy()})
     g = sf.gr.spatial_graph(c2, copy=True)
