@@ -262,7 +262,7 @@ def get_spots(
     Examples
     --------
     >>> import stfuse as sf
-    >>> from stfuse import get_spots
+    >>> from stfuse._spots import get_spots
     >>> spots = get_spots(sf.datasets.toy(n_spots=100))
     >>> spots.n_obs, spots.has_image
     (100, True)
