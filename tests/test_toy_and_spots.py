@@ -225,6 +225,7 @@ def _visium_like_spatialdata_io(toy) -> sd.SpatialData:
     table = ad.AnnData(X=t.X.copy(), obs=pd.DataFrame({"region": pd.Categorical(["ds"] * len(xy)),
                                                        "spot_id": np.arange(len(xy))}, index=t.obs_names))
     table = TableModel.parse(table, region="ds", region_key="region", instance_key="spot_id")
+    table.uns["stfuse"] = {"ds": {"spot_diameter_um": 55.0, "platform": "Visium"}}  # as sf.io.read_visium adds
     return sd.SpatialData(images=images, shapes={"ds": circles}, tables={"table": table})
 
 
@@ -233,7 +234,7 @@ def test_visium_from_spatialdata_io_picks_the_finest_image(toy):
     s = get_spots(sdata)
     assert s.image_key == "ds_hires_image"
     assert np.allclose(s.centers, toy.tables["table"].obsm["spatial"] / 2)  # hires pixels
-    assert s.diameter == pytest.approx(12.0)
+    assert s.diameter == pytest.approx(12.0) and s.microns_per_pixel == pytest.approx(55 / 12)
     assert get_spots(sdata, image_key="ds_lowres_image").image_key == "ds_lowres_image"
     s = get_spots(sdata, coordinate_system="downscaled_lowres")
     assert s.image_key == "ds_lowres_image" and np.allclose(s.centers, toy.tables["table"].obsm["spatial"] / 8)
@@ -366,3 +367,10 @@ def test_spots_outside_image_refused(toy):
     set_transformation(toy.images["toy_image"], Scale([0.25, 0.25], axes=("x", "y")), to_coordinate_system="global")
     with pytest.raises(sf.InputError, match="lie outside image"):
         get_spots(toy)
+
+
+def test_read_visium_example_runs_on_spatialdata_io_layout():
+    # sf.io.read_visium's docstring example: a tool on Visium as spatialdata-io lays it out
+    sdata = _visium_like_spatialdata_io(sf.datasets.toy(n_spots=120, n_genes=80, seed=5))
+    sf.tl.stmic(sdata, n_clusters=3)
+    assert sdata.tables["table"].obs["stmic"].nunique() == 3
