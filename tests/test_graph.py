@@ -159,6 +159,33 @@ def test_grid_matches_squidpy_on_visium_lattice(kw):
     assert adata.uns["spatial_neighbors"]["params"]["lattice"] == "hex"
 
 
+def test_library_key_builds_one_graph_per_library_like_squidpy():
+    import warnings
+
+    import anndata as ad
+    import pandas as pd
+    import squidpy as sq
+
+    one = _visium_lattice(16, 20)
+    two = _visium_lattice(12, 24) + 50.0  # overlapping coordinates: only the library keeps them apart
+    xy = np.concatenate([one, two])
+    lib = np.array(["a"] * len(one) + ["b"] * len(two))
+    perm = np.random.default_rng(0).permutation(len(xy))  # libraries interleaved in the table
+    obs = pd.DataFrame({"library_id": pd.Categorical(lib[perm])}, index=[f"s{i}" for i in range(len(xy))])
+    adata = ad.AnnData(obs=obs, obsm={"spatial": xy[perm]})
+    ref = adata.copy()
+    sf.gr.spatial_graph(adata, library_key="library_id", n_rings=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        sq.gr.spatial_neighbors(ref, coord_type="grid", n_neighs=6, n_rings=2, library_key="library_id")
+    _assert_same_graph(adata, (ref.obsp["spatial_connectivities"], ref.obsp["spatial_distances"],
+                               ref.uns["spatial_neighbors"]["params"]))
+    c = adata.obsp["spatial_connectivities"].tocoo()
+    assert (lib[perm][c.row] == lib[perm][c.col]).all()
+    with pytest.raises(sf.InputError, match="No column 'batch'"):
+        sf.gr.spatial_graph(adata, library_key="batch")
+
+
 @pytest.mark.her2st
 def test_grid_on_her2st(c2):
     import warnings

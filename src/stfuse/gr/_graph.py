@@ -9,6 +9,7 @@ import warnings
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+import pandas as pd
 from scipy import sparse
 
 from .. import _keys as K
@@ -70,6 +71,7 @@ def spatial_graph(
     table_key: str | None = None,
     shapes_key: str | None = None,
     library_id: str | None = None,
+    library_key: str | None = None,
     coordinate_system: str | None = None,
     key_added: str = K.GRAPH_KEY,
     copy: bool = False,
@@ -110,8 +112,12 @@ def spatial_graph(
     %(table_key)s
     %(shapes_key)s
     library_id, coordinate_system
-        Passed to :func:`stfuse.get_spots`: the ``uns["spatial"]`` library of an AnnData, the
+        Passed to :func:`stfuse._spots.get_spots`: the ``uns["spatial"]`` library of an AnnData, the
         coordinate system of a SpatialData.
+    library_key
+        For an AnnData concatenated from several sections: the ``obs`` column naming each spot's
+        library. One graph is built per library on ``obsm["spatial"]``, with no edges between
+        libraries (squidpy's ``library_key``).
     key_added
         Writes ``obsp[f"{key_added}_connectivities"]``, ``obsp[f"{key_added}_distances"]`` and
         ``uns[f"{key_added}_neighbors"]`` (squidpy's names).
@@ -135,13 +141,12 @@ def spatial_graph(
     >>> g.indices.shape
     (400, 6)
     """
-    from .._spots import get_spots  # the Spots view is a floor above the kernels (and imports them)
-
-    spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, library_id=library_id,
-                      coordinate_system=coordinate_system)
+    spots, groups = _spots_and_libraries(sdata, table_key=table_key, shapes_key=shapes_key, library_id=library_id,
+                                         library_key=library_key, coordinate_system=coordinate_system)
     xy = spots.centers
     n = len(xy)
-    lattice, _ = detect_lattice(xy) if n >= 8 else (None, float("nan"))
+    kinds = {detect_lattice(xy[g])[0] if len(g) >= 8 else None for g in groups}
+    lattice = kinds.pop() if len(kinds) == 1 else None
     if coord_type is None:
         coord_type = "grid" if lattice is not None and radius is None else "generic"
     if coord_type not in ("grid", "generic"):
@@ -157,26 +162,25 @@ def spatial_graph(
         n_neighs = 4 if lattice == "square" and coord_type == "grid" else 6
     if int(n_neighs) < 1:
         raise InputError(f"n_neighs must be at least 1, got {n_neighs}.")
-    if radius is None and int(n_neighs) >= n:
-        raise InputError(f"n_neighs={n_neighs} needs more spots than the {n} in this section; lower n_neighs.")
+    smallest = min(len(g) for g in groups)
+    if radius is None and int(n_neighs) >= smallest:
+        where = "this section" if len(groups) == 1 else "the smallest library"
+        raise InputError(f"n_neighs={n_neighs} needs more spots than the {smallest} in {where}; lower n_neighs.")
 
     if coord_type == "grid":
-        conn, dst = _grid_graph(xy, int(n_neighs), int(n_rings), bool(set_diag))
         params: dict[str, Any] = {"coord_type": "grid", "n_neighbors": int(n_neighs), "n_rings": int(n_rings),
                                   "delaunay": False, "transform": transform}
+    elif radius is not None:
+        params = {"coord_type": "generic", "radius": radius, "transform": transform}
     else:
-        if radius is not None:
-            dst = radius_neighbors(xy, float(radius))
-            conn = dst.copy().astype(np.float32)
-            conn.data[:] = 1.0
-            params = {"coord_type": "generic", "radius": radius, "transform": transform}
-        else:
-            conn, dst = _to_csr(*knn(xy, int(n_neighs)), n)
-            params = {"coord_type": "generic", "n_neighbors": int(n_neighs), "transform": transform}
-        if set_diag:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", sparse.SparseEfficiencyWarning)
-                conn.setdiag(1.0)
+        params = {"coord_type": "generic", "n_neighbors": int(n_neighs), "transform": transform}
+    parts = [_build(xy[g], coord_type, int(n_neighs), radius, int(n_rings), bool(set_diag)) for g in groups]
+    if len(parts) == 1:
+        conn, dst = parts[0]
+    else:  # one graph per library, no edges between them (squidpy's library_key)
+        order = np.argsort(np.concatenate(groups), kind="stable")
+        conn = sparse.block_diag([c for c, _ in parts], format="csr")[order][:, order].tocsr()
+        dst = sparse.block_diag([d for _, d in parts], format="csr")[order][:, order].tocsr()
     params.update(lattice=lattice, symmetrize=bool(symmetrize))  # stfuse's additions
     if symmetrize:
         conn = conn.maximum(conn.T).tocsr()
@@ -200,6 +204,50 @@ def spatial_graph(
         },
     )
     return None
+
+
+def _build(xy: np.ndarray, coord_type: str, n_neighs: int, radius: float | None, n_rings: int, set_diag: bool
+           ) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """Connectivities and distances of one section's spots."""
+    if coord_type == "grid":
+        return _grid_graph(xy, n_neighs, n_rings, set_diag)
+    if radius is not None:
+        dst = radius_neighbors(xy, float(radius))
+        conn = dst.copy().astype(np.float32)
+        conn.data[:] = 1.0
+    else:
+        conn, dst = _to_csr(*knn(xy, n_neighs), len(xy))
+    if set_diag:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sparse.SparseEfficiencyWarning)
+            conn.setdiag(1.0)
+    return conn, dst
+
+
+def _spots_and_libraries(sdata: Any, *, table_key: str | None, shapes_key: str | None, library_id: str | None,
+                         library_key: str | None, coordinate_system: str | None) -> tuple[Any, list[np.ndarray]]:
+    """The Spots view and the rows of each library (one group of all rows without ``library_key``)."""
+    from .._spots import Spots, get_spots, is_spatialdata  # the Spots view is a floor above the kernels
+
+    if library_key is None:
+        spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, library_id=library_id,
+                          coordinate_system=coordinate_system)
+        return spots, [np.arange(spots.n_obs)]
+    if is_spatialdata(sdata):
+        raise InputError(
+            "library_key is for an AnnData concatenated from several sections; a SpatialData table holds one "
+            "section (choose it with table_key=...)."
+        )
+    if K.SPATIAL not in getattr(sdata, "obsm", {}):
+        return get_spots(sdata), []  # get_spots raises the error that explains what is missing
+    if library_key not in sdata.obs:
+        raise InputError(f"No column {library_key!r} in obs (library_key); obs columns: {list(sdata.obs)}.")
+    codes = pd.Categorical(sdata.obs[library_key]).codes
+    if (codes < 0).any():
+        raise InputError(f"obs[{library_key!r}] is missing for {int((codes < 0).sum())} spots; every spot needs a library.")
+    groups = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    xy = np.asarray(sdata.obsm[K.SPATIAL], dtype=np.float64)[:, :2]  # squidpy's coordinates, per library
+    return Spots(data=sdata, table=sdata, centers=xy, diameter=0.0), [g for g in groups if len(g)]
 
 
 def _grid_graph(xy: np.ndarray, n_neighs: int, n_rings: int, set_diag: bool) -> tuple[sparse.csr_matrix,
