@@ -84,11 +84,13 @@ def test_symmetric_graph_property(n, k, seed):
 def test_spatial_graph_writes_squidpy_keys_and_nhood_enrichment_works(toy):
     import squidpy as sq
 
-    g = sf.gr.spatial_graph(toy, coord_type="generic", n_neighs=6)
+    assert sf.gr.spatial_graph(toy, coord_type="generic", n_neighs=6) is None  # like squidpy with copy=False
     t = toy.tables["table"]
     assert K.connectivities() in t.obsp and K.distances() in t.obsp
     assert t.uns["spatial_neighbors"]["connectivities_key"] == "spatial_connectivities"
+    g = sf.gr.spatial_graph(toy, coord_type="generic", n_neighs=6, copy=True)
     assert g.indices.shape == (400, 6)
+    assert (g.connectivities != t.obsp["spatial_connectivities"]).nnz == 0
     # same as squidpy's generic kNN (on a lattice, ties at equal distance may be broken differently)
     a = t.copy()
     sq.gr.spatial_neighbors_knn(a, n_neighs=6, key_added="sq")
@@ -97,35 +99,123 @@ def test_spatial_graph_writes_squidpy_keys_and_nhood_enrichment_works(toy):
         assert np.allclose(np.sort(d_sq[i].data), np.sort(d_sf[i].data))
     same = np.asarray((a.obsp["sq_connectivities"] != t.obsp["spatial_connectivities"]).sum(axis=1)).ravel() == 0
     assert same.mean() > 0.8
+    assert t.uns["spatial_neighbors"]["params"] | a.uns["sq_neighbors"]["params"] == t.uns["spatial_neighbors"]["params"]
     sq.gr.nhood_enrichment(t, cluster_key="region", show_progress_bar=False)
     assert t.uns["region_nhood_enrichment"]["zscore"].shape == (4, 4)
 
 
 def test_grid_default_on_lattices(toy):
-    g = sf.gr.spatial_graph(toy, inplace=False)
+    g = sf.gr.spatial_graph(toy, copy=True)
     assert g.indices.shape[1] == 6  # hex lattice
     n_nb = (g.indices >= 0).sum(axis=1)
     assert np.median(n_nb) == 6 and n_nb.min() >= 2
-    sq = sf.gr.spatial_graph(sf.datasets.toy(n_spots=100, lattice="square"), inplace=False)
+    assert "spatial_connectivities" not in toy.tables["table"].obsp  # copy=True writes nothing
+    sq = sf.gr.spatial_graph(sf.datasets.toy(n_spots=100, lattice="square"), copy=True)
     assert sq.indices.shape[1] == 4
+
+
+def _visium_lattice(n_rows: int = 24, n_cols: int = 32) -> np.ndarray:
+    """Spot centres as Space Ranger writes them: a hex lattice, slightly rotated, rounded to whole pixels."""
+    r, c = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
+    keep = (r + c) % 2 == 0  # Visium's array_row/array_col checkerboard
+    x = c[keep] * 0.5 * 137.7
+    y = r[keep] * np.sqrt(3) / 2 * 137.7
+    a = np.deg2rad(0.7)
+    xy = np.column_stack([x * np.cos(a) - y * np.sin(a), x * np.sin(a) + y * np.cos(a)]) + 1000.0
+    return np.round(xy)
+
+
+def _squidpy_grid(xy, **kw):
+    import anndata as ad
+    import squidpy as sq
+
+    a = ad.AnnData(obsm={"spatial": xy})
+    sq.gr.spatial_neighbors(a, coord_type="grid", **kw)
+    return a.obsp["spatial_connectivities"], a.obsp["spatial_distances"], a.uns["spatial_neighbors"]["params"]
+
+
+def _assert_same_graph(ours, theirs):
+    conn, dst, params = theirs
+    t = ours.tables["table"] if hasattr(ours, "tables") else ours
+    assert (t.obsp["spatial_connectivities"] != conn).nnz == 0
+    assert (t.obsp["spatial_distances"] != dst).nnz == 0  # ring index, as squidpy stores it in grid mode
+    assert t.obsp["spatial_distances"].dtype == dst.dtype
+    mine = t.uns["spatial_neighbors"]["params"]
+    assert {k: mine[k] for k in params} == params  # squidpy's keys, squidpy's values
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_rings": 2}, {"n_rings": 3, "transform": "spectral"}, {"transform": "cosine"}])
+def test_grid_matches_squidpy_on_visium_lattice(kw):
+    import warnings
+
+    import anndata as ad
+
+    xy = _visium_lattice()
+    adata = ad.AnnData(obsm={"spatial": xy})
+    sf.gr.spatial_graph(adata, coord_type="grid", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        _assert_same_graph(adata, _squidpy_grid(xy, n_neighs=6, **kw))
+    assert adata.uns["spatial_neighbors"]["params"]["lattice"] == "hex"
+
+
+def test_library_key_builds_one_graph_per_library_like_squidpy():
+    import warnings
+
+    import anndata as ad
+    import pandas as pd
+    import squidpy as sq
+
+    one = _visium_lattice(16, 20)
+    two = _visium_lattice(12, 24) + 50.0  # overlapping coordinates: only the library keeps them apart
+    xy = np.concatenate([one, two])
+    lib = np.array(["a"] * len(one) + ["b"] * len(two))
+    perm = np.random.default_rng(0).permutation(len(xy))  # libraries interleaved in the table
+    obs = pd.DataFrame({"library_id": pd.Categorical(lib[perm])}, index=[f"s{i}" for i in range(len(xy))])
+    adata = ad.AnnData(obs=obs, obsm={"spatial": xy[perm]})
+    ref = adata.copy()
+    sf.gr.spatial_graph(adata, library_key="library_id", n_rings=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        sq.gr.spatial_neighbors(ref, coord_type="grid", n_neighs=6, n_rings=2, library_key="library_id")
+    _assert_same_graph(adata, (ref.obsp["spatial_connectivities"], ref.obsp["spatial_distances"],
+                               ref.uns["spatial_neighbors"]["params"]))
+    c = adata.obsp["spatial_connectivities"].tocoo()
+    assert (lib[perm][c.row] == lib[perm][c.col]).all()
+    with pytest.raises(sf.InputError, match="No column 'batch'"):
+        sf.gr.spatial_graph(adata, library_key="batch")
 
 
 @pytest.mark.her2st
 def test_grid_on_her2st(c2):
-    g = sf.gr.spatial_graph(c2, inplace=False)
+    import warnings
+
+    from spatialdata import SpatialData
+
+    from stfuse._spots import get_spots
+
+    c2 = SpatialData(shapes=dict(c2.shapes), images=dict(c2.images), tables={"table": c2.tables["table"].copy()})
+    g = sf.gr.spatial_graph(c2, copy=True)
     assert g.indices.shape[1] == 4
     assert np.median((g.indices >= 0).sum(axis=1)) == 4
-    valid = g.distances[g.indices >= 0]
-    assert valid.max() < 1.3 * np.median(valid)
+    assert g.connectivities.nnz == 683  # squidpy's count (stfuse once dropped 11 long edges)
+    sf.gr.spatial_graph(c2, n_rings=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        # squidpy's grid mode with 4 neighbours on the ST lattice: 683 edges, every one of them
+        _assert_same_graph(c2, _squidpy_grid(get_spots(c2).centers, n_neighs=4, n_rings=2))
+
 
 
 def test_radius_mode_and_symmetrize(toy):
-    g = sf.gr.spatial_graph(toy, radius=60.0, symmetrize=True)
+    g = sf.gr.spatial_graph(toy, radius=60.0, symmetrize=True, copy=True)
+    sf.gr.spatial_graph(toy, radius=60.0, symmetrize=True)
     t = toy.tables["table"]
     c = t.obsp["spatial_connectivities"]
     assert (c != c.T).nnz == 0
-    assert (g.distances[g.indices >= 0] <= 60.0).all()
+    assert (g.distances.data <= 60.0).all()
     assert t.uns["spatial_neighbors"]["params"]["radius"] == 60.0
+    assert t.uns["spatial_neighbors"]["params"]["coord_type"] == "generic"
 
 
 def test_bad_input(toy):

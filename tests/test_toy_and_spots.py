@@ -105,11 +105,139 @@ def test_spots_from_squidpy_anndata(toy):
     a.obsm["spatial"] = t.obsm["spatial"] * 4.0  # full-res pixels, hires = 1/4 of full res
     a.uns["spatial"] = {"lib": {"images": {"hires": hires},
                                 "scalefactors": {"tissue_hires_scalef": 0.25, "spot_diameter_fullres": 96.0}}}
-    s = get_spots(a)
+    with pytest.warns(UserWarning, match="hex lattice, so assuming Visium spots of 55 µm"):
+        s = get_spots(a)
     assert np.allclose(s.centers, s0.centers)
     assert s.diameter == pytest.approx(24.0)
     assert s.microns_per_pixel == pytest.approx(55 / 24)
     assert s.library_id == "lib"
+    assert a.uns["stfuse"]["lib"]["spot_diameter_um"] == 55.0  # the assumption is recorded
+
+
+def _squidpy_anndata(xy: np.ndarray, libs: dict[str, dict]) -> ad.AnnData:
+    a = ad.AnnData(X=np.ones((len(xy), 3), np.float32))
+    a.obsm["spatial"] = xy
+    a.uns["spatial"] = libs
+    return a
+
+
+def _square_lattice(n: int = 12, pitch: float = 272.0) -> np.ndarray:
+    r, c = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return np.column_stack([c.ravel(), r.ravel()]).astype(float) * pitch + 300.0
+
+
+def test_spot_size_of_legacy_st_anndata_is_inferred_from_the_lattice():
+    # a legacy ST section (square lattice, 200 µm pitch = 272 px) without spot_diameter_um: not Visium's 55 µm
+    a = _squidpy_anndata(_square_lattice(), {"st": {"scalefactors": {"spot_diameter_fullres": 136.0}}})
+    with pytest.warns(UserWarning, match="square lattice, so assuming ST spots of 100 µm"):
+        s = get_spots(a)
+    assert s.microns_per_pixel == pytest.approx(100 / 136)
+    assert a.uns["stfuse"]["st"] == {"spot_diameter_um": 100.0, "platform": "ST",
+                                     "assumed": "spot_diameter_um from the square lattice"}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # recorded: no second warning
+        assert get_spots(a).microns_per_pixel == pytest.approx(100 / 136)
+    # irregular spots: the size in µm is unknown, not guessed
+    rnd = np.random.default_rng(0).uniform(0, 3000, (150, 2))
+    b = _squidpy_anndata(rnd, {"x": {"scalefactors": {"spot_diameter_fullres": 50.0}}})
+    with pytest.warns(UserWarning, match="size in µm is unknown"):
+        assert get_spots(b).microns_per_pixel is None
+    # a recorded diameter is used as is, silently
+    c = _squidpy_anndata(_square_lattice(), {"v": {"scalefactors": {"spot_diameter_fullres": 136.0,
+                                                                     "spot_diameter_um": 55.0}}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert get_spots(c).microns_per_pixel == pytest.approx(55 / 136)
+    assert "stfuse" not in c.uns
+
+
+def test_anndata_with_several_libraries():
+    sc_ = {"spot_diameter_fullres": 136.0, "spot_diameter_um": 100.0}
+    xy = _square_lattice()
+    a = _squidpy_anndata(xy, {"A": {"scalefactors": sc_}, "B": {"scalefactors": {**sc_, "spot_diameter_um": 50.0}}})
+    with pytest.raises(sf.KeyNotFoundError, match=r"Several libraries fit: \['A', 'B'\]. Pass library_id="):
+        get_spots(a)
+    assert get_spots(a, library_id="B").microns_per_pixel == pytest.approx(50 / 136)
+    # a table concatenated from sections: library_key names each spot's library
+    a.obs["library_id"] = pd.Categorical(["A"] * 72 + ["B"] * 72)
+    with pytest.raises(sf.InputError, match=r"libraries \['A', 'B'\].*one section at a time"):
+        get_spots(a, library_key="library_id")
+    with pytest.raises(sf.KeyNotFoundError, match="No column 'batch'"):
+        get_spots(a, library_key="batch")
+    b = a[a.obs["library_id"] == "B"].copy()
+    s = get_spots(b, library_key="library_id")
+    assert s.library_id == "B" and s.microns_per_pixel == pytest.approx(50 / 136)
+    with pytest.raises(sf.InputError, match="not of library 'A' alone"):
+        get_spots(b, library_id="A", library_key="library_id")
+
+
+def test_table_key_inferred_from_the_only_table(toy):
+    t = toy.tables["table"]
+    del toy.tables["table"]
+    toy.tables["expression"] = t
+    s = get_spots(toy)
+    assert s.table_key == "expression"
+    toy.tables["other"] = t.copy()
+    with pytest.raises(sf.KeyNotFoundError, match=r"Several tables fit: \['expression', 'other'\]"):
+        get_spots(toy)
+    assert get_spots(toy, table_key="other").table_key == "other"
+
+
+def test_coordinate_system_keyword(toy):
+    from spatialdata.transformations import Identity, Scale, set_transformation
+
+    set_transformation(toy.shapes["toy_spots"], Identity(), to_coordinate_system="aligned")
+    set_transformation(toy.images["toy_image"], Scale([2.0, 2.0], axes=("x", "y")), to_coordinate_system="aligned")
+    assert np.allclose(get_spots(toy).centers, toy.tables["table"].obsm["spatial"])  # "global" first
+    s = get_spots(toy, coordinate_system="aligned")
+    assert np.allclose(s.centers, toy.tables["table"].obsm["spatial"] / 2)
+    with pytest.raises(sf.KeyNotFoundError, match="not in coordinate system 'nope'"):
+        get_spots(toy, coordinate_system="nope")
+
+
+def _visium_like_spatialdata_io(toy) -> sd.SpatialData:
+    """A SpatialData laid out as spatialdata-io's Visium reader writes it.
+
+    Spots in full-resolution pixels (``global``, plus ``downscaled_hires``/``downscaled_lowres``), and the
+    ``hires`` and ``lowres`` images, each in its own downscaled system and in ``global`` by the inverse scale.
+    """
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity, Scale
+
+    full = np.asarray(get_spots(toy).levels[0].data.compute())  # (c, y, x), plays the full-res image
+    hires_s, lowres_s = 0.5, 0.125
+    hires = full[:, ::2, ::2]
+    lowres = full[:, ::8, ::8]
+    t = toy.tables["table"]
+    xy = np.asarray(t.obsm["spatial"])
+    circles = ShapesModel.parse(xy, geometry=0, radius=np.full(len(xy), 12.0), index=np.arange(len(xy)),
+                                transformations={"global": Identity(),
+                                                 "downscaled_hires": Scale([hires_s, hires_s], axes=("x", "y")),
+                                                 "downscaled_lowres": Scale([lowres_s, lowres_s], axes=("x", "y"))})
+    images = {
+        "ds_hires_image": Image2DModel.parse(hires, dims=("c", "y", "x"), transformations={
+            "downscaled_hires": Identity(), "global": Scale([1 / hires_s, 1 / hires_s], axes=("x", "y"))}),
+        "ds_lowres_image": Image2DModel.parse(lowres, dims=("c", "y", "x"), transformations={
+            "downscaled_lowres": Identity(), "global": Scale([1 / lowres_s, 1 / lowres_s], axes=("x", "y"))}),
+    }
+    table = ad.AnnData(X=t.X.copy(), obs=pd.DataFrame({"region": pd.Categorical(["ds"] * len(xy)),
+                                                       "spot_id": np.arange(len(xy))}, index=t.obs_names))
+    table = TableModel.parse(table, region="ds", region_key="region", instance_key="spot_id")
+    table.uns["stfuse"] = {"ds": {"spot_diameter_um": 55.0, "platform": "Visium"}}  # as sf.io.read_visium adds
+    return sd.SpatialData(images=images, shapes={"ds": circles}, tables={"table": table})
+
+
+def test_visium_from_spatialdata_io_picks_the_finest_image(toy):
+    sdata = _visium_like_spatialdata_io(toy)
+    s = get_spots(sdata)
+    assert s.image_key == "ds_hires_image"
+    assert np.allclose(s.centers, toy.tables["table"].obsm["spatial"] / 2)  # hires pixels
+    assert s.diameter == pytest.approx(12.0) and s.microns_per_pixel == pytest.approx(55 / 12)
+    assert get_spots(sdata, image_key="ds_lowres_image").image_key == "ds_lowres_image"
+    s = get_spots(sdata, coordinate_system="downscaled_lowres")
+    assert s.image_key == "ds_lowres_image" and np.allclose(s.centers, toy.tables["table"].obsm["spatial"] / 8)
 
 
 def test_spots_multi_region_table_refused(toy):
@@ -159,6 +287,50 @@ def test_settings():
     sf.settings.verbosity = old
 
 
+def test_settings_n_jobs_sets_torch_and_numba_threads():
+    import numba
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        sf.settings.n_jobs = 2
+        assert torch.get_num_threads() == 2
+        assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+        assert sf.settings.threads(2) == 1 and sf.settings.threads(3) == 1
+        sf.settings.n_jobs = 1
+        assert torch.get_num_threads() == 1
+        with pytest.raises(sf.InputError, match="n_jobs"):
+            sf.settings.n_jobs = 0
+    finally:
+        sf.settings.n_jobs = None
+        torch.set_num_threads(before)
+
+
+def test_settings_seed_is_the_default_seed():
+    old = sf.settings.seed
+    try:
+        sf.settings.seed = 3
+        assert sf.settings.resolve_seed(None) == 3 and sf.settings.resolve_seed(5) == 5
+        a = sf.datasets.toy(n_spots=100).tables["table"].X
+        b = sf.datasets.toy(n_spots=100, seed=3).tables["table"].X
+        c = sf.datasets.toy(n_spots=100, seed=0).tables["table"].X
+        assert (a != b).nnz == 0 and (a != c).nnz > 0
+    finally:
+        sf.settings.seed = old
+
+
+def test_cuda_without_cuda_is_an_input_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(sf.InputError, match="CUDA is not available"):
+            sf.settings.resolve_device(device)
+    with pytest.raises(sf.InputError, match="Unknown device 'gpu0'"):
+        sf.settings.resolve_device("gpu0")
+
+
 def test_spots_from_circles_without_table(toy):
     s = get_spots(toy, table_key="nope", require_table=False)
     assert not s.table_in_data and s.shapes_key == "toy_spots" and s.n_obs == 400
@@ -195,3 +367,10 @@ def test_spots_outside_image_refused(toy):
     set_transformation(toy.images["toy_image"], Scale([0.25, 0.25], axes=("x", "y")), to_coordinate_system="global")
     with pytest.raises(sf.InputError, match="lie outside image"):
         get_spots(toy)
+
+
+def test_read_visium_example_runs_on_spatialdata_io_layout():
+    # sf.io.read_visium's docstring example: a tool on Visium as spatialdata-io lays it out
+    sdata = _visium_like_spatialdata_io(sf.datasets.toy(n_spots=120, n_genes=80, seed=5))
+    sf.tl.stmic(sdata, n_clusters=3)
+    assert sdata.tables["table"].obs["stmic"].nunique() == 3

@@ -20,7 +20,8 @@ sdata
     :class:`anndata.AnnData` with ``obsm["spatial"]`` and squidpy-style ``uns["spatial"][library_id]``.""",
     "table_key": """\
 table_key
-    Key of the table in ``sdata.tables`` (ignored for an AnnData).""",
+    Key of the table in ``sdata.tables`` (ignored for an AnnData). ``None``: the only table, else
+    ``"table"``.""",
     "shapes_key": """\
 shapes_key
     Key of the spot circles in ``sdata.shapes``. Inferred when the table annotates exactly one element.""",

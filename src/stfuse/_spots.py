@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageLevel", "Spots", "get_spots", "is_spatialdata", "to_uint8_rgb"]
 
-# Visium spots are 55 µm across; used for squidpy-style AnnData when no diameter in µm is recorded.
-VISIUM_SPOT_DIAMETER_UM = 55.0
+# Spot diameters assumed for squidpy-style AnnData without a recorded diameter in µm, by lattice:
+VISIUM_SPOT_DIAMETER_UM = 55.0  # hexagonal lattice, 100 µm apart
+ST_SPOT_DIAMETER_UM = 100.0  # square lattice (legacy ST), 200 µm apart
 
 
 def is_spatialdata(obj: Any) -> bool:
@@ -266,10 +267,12 @@ class Spots:
 def get_spots(
     data: Any,
     *,
-    table_key: str | None = K.TABLE,
+    table_key: str | None = None,
     shapes_key: str | None = None,
     image_key: str | None = None,
     library_id: str | None = None,
+    library_key: str | None = None,
+    coordinate_system: str | None = None,
     need_image: bool = False,
     image_hint: str = "",
     require_table: bool = True,
@@ -280,10 +283,23 @@ def get_spots(
     ----------
     data
         A SpatialData or an AnnData (squidpy layout).
-    table_key, shapes_key, image_key
-        Element keys; inferred when there is exactly one candidate.
+    table_key
+        Key of the table of a SpatialData. ``None``: the only table, else the table named
+        ``"table"``; with several other tables the error lists them.
+    shapes_key, image_key
+        Element keys; inferred when there is exactly one candidate. When several images share the
+        spots' coordinate system and are the same picture at different resolutions (Visium's
+        ``hires`` and ``lowres`` images as spatialdata-io writes them), the finest is used (logged).
     library_id
-        For AnnData: key of ``uns["spatial"]``; inferred when there is one.
+        For AnnData: key of ``uns["spatial"]``; inferred when there is one, or from ``library_key``.
+    library_key
+        For AnnData concatenated from several sections (squidpy's ``library_key``): the ``obs`` column
+        naming each spot's library. The spots must all belong to one library (that of ``library_id``
+        when given), e.g. ``adata[adata.obs[library_key] == "A"].copy()``; stfuse tools work on one
+        section at a time.
+    coordinate_system
+        For SpatialData: the coordinate system in which the spots are placed on the image. ``None``:
+        any that the spots and the image share (``"global"`` first).
     need_image
         Raise :class:`InputError` if the section has no image.
     image_hint
@@ -295,12 +311,24 @@ def get_spots(
         element) and :attr:`Spots.table` is a new empty table (:attr:`Spots.table_in_data` is
         ``False``). For tools that create their own table, e.g. predictions for an H&E slide without
         expression.
+
+    Returns
+    -------
+    The :class:`Spots` view: centres, diameter, pixel size and image levels of the section.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> spots = get_spots(sf.datasets.toy(n_spots=100))
+    >>> spots.n_obs, spots.has_image
+    (100, True)
     """
     if is_spatialdata(data):
         spots = _from_spatialdata(data, table_key=table_key, shapes_key=shapes_key, image_key=image_key,
-                                  require_table=require_table)
+                                  coordinate_system=coordinate_system, require_table=require_table)
     elif _is_anndata(data):
-        spots = _from_anndata(data, library_id=library_id)
+        spots = _from_anndata(data, library_id=library_id, library_key=library_key)
     else:
         raise InputError(
             f"Expected a spatialdata.SpatialData or an anndata.AnnData, got {type(data).__name__}. "
@@ -354,25 +382,33 @@ def _copy_object(data: Any, table_key: str | None) -> Any:
     )
 
 
+def _plural(kind: str) -> str:
+    return kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+
+
 def _pick(kind: str, candidates: list[str], given: str | None, available: list[str], fix: str) -> str | None:
     if given is not None:
         if given not in available:
-            raise KeyNotFoundError(f"No {kind} {given!r} in the SpatialData; available {kind}s: {available}.")
+            raise KeyNotFoundError(f"No {kind} {given!r} in the SpatialData; available {_plural(kind)}: {available}.")
         return given
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         return None
-    raise KeyNotFoundError(f"Several {kind}s fit: {sorted(candidates)}. {fix}")
+    raise KeyNotFoundError(f"Several {_plural(kind)} fit: {sorted(candidates)}. {fix}")
 
 
 def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: str | None, image_key: str | None,
-                      require_table: bool = True) -> Spots:
+                      coordinate_system: str | None = None, require_table: bool = True) -> Spots:
     from spatialdata.models import get_table_keys
 
     tables = list(sdata.tables.keys())
+    if table_key is None:
+        table_key = K.TABLE if len(tables) > 1 and K.TABLE in tables else None
+        if table_key is None and (require_table or len(tables) == 1):
+            table_key = _pick("table", tables, None, tables, "Pass table_key=... to choose one.")
     if not require_table and (table_key is None or table_key not in tables):
-        return _from_shapes(sdata, shapes_key=shapes_key, image_key=image_key)
+        return _from_shapes(sdata, shapes_key=shapes_key, image_key=image_key, coordinate_system=coordinate_system)
     table_key = _pick("table", tables, table_key, tables, "Pass table_key=... to choose one.")
     if table_key is None:
         raise KeyNotFoundError("The SpatialData has no table; tools need a table of spots (one row per spot).")
@@ -387,7 +423,8 @@ def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: 
     regions = [region] if isinstance(region, str) else list(region)
     if shapes_key is not None and shapes_key not in regions:
         if not require_table:
-            return _from_shapes(sdata, shapes_key=shapes_key, image_key=image_key)
+            return _from_shapes(sdata, shapes_key=shapes_key, image_key=image_key,
+                                coordinate_system=coordinate_system)
         raise KeyNotFoundError(
             f"Table {table_key!r} annotates {regions}, not shapes {shapes_key!r}. Pass the table_key of the "
             f"table annotating {shapes_key!r}, or leave shapes_key out."
@@ -417,7 +454,8 @@ def _from_spatialdata(sdata: SpatialData, *, table_key: str | None, shapes_key: 
             f"{int((pos < 0).sum())} rows of table {table_key!r} point to spots missing from shapes "
             f"{shapes_key!r} (first: {missing}); the table and the circles do not match."
         )
-    return _geometry(sdata, table, shapes, pos, shapes_key=shapes_key, image_key=image_key, table_key=table_key)
+    return _geometry(sdata, table, shapes, pos, shapes_key=shapes_key, image_key=image_key, table_key=table_key,
+                     coordinate_system=coordinate_system)
 
 
 def _circles(sdata: SpatialData, shapes_key: str) -> Any:
@@ -430,7 +468,8 @@ def _circles(sdata: SpatialData, shapes_key: str) -> Any:
     return shapes
 
 
-def _from_shapes(sdata: SpatialData, *, shapes_key: str | None, image_key: str | None) -> Spots:
+def _from_shapes(sdata: SpatialData, *, shapes_key: str | None, image_key: str | None,
+                 coordinate_system: str | None = None) -> Spots:
     """Spots from a circles element alone; the table is new (one row per circle, no genes)."""
     import anndata as ad
 
@@ -449,7 +488,8 @@ def _from_shapes(sdata: SpatialData, *, shapes_key: str | None, image_key: str |
     obs[K.REGION_KEY] = pd.Categorical([shapes_key] * len(shapes))
     obs[K.INSTANCE_KEY] = shapes.index.to_numpy()
     table = ad.AnnData(obs=obs)
-    spots = _geometry(sdata, table, shapes, pos, shapes_key=shapes_key, image_key=image_key, table_key=None)
+    spots = _geometry(sdata, table, shapes, pos, shapes_key=shapes_key, image_key=image_key, table_key=None,
+                      coordinate_system=coordinate_system)
     spots.table_in_data = False
     return spots
 
@@ -465,15 +505,15 @@ def _spot_meta(sdata: SpatialData, table: AnnData, shapes_key: str) -> Mapping[s
 
 
 def _geometry(sdata: SpatialData, table: AnnData, shapes: Any, pos: np.ndarray, *, shapes_key: str,
-              image_key: str | None, table_key: str | None) -> Spots:
+              image_key: str | None, table_key: str | None, coordinate_system: str | None = None) -> Spots:
     geom = shapes.geometry.iloc[pos]
     xy = np.column_stack([geom.x.to_numpy(), geom.y.to_numpy()]).astype(np.float64)
     radius = shapes["radius"].to_numpy()[pos].astype(np.float64)
 
-    image_key, levels = _resolve_image(sdata, shapes_key, image_key)
+    image_key, levels = _resolve_image(sdata, shapes_key, image_key, coordinate_system)
     scale = 1.0
     if image_key is not None:
-        affine = _affine_between(sdata, shapes_key, image_key)
+        affine = _affine_between(sdata, shapes_key, image_key, coordinate_system)
         xy = xy @ affine[:2, :2].T + affine[:2, 2]
         scale = float(np.sqrt(abs(np.linalg.det(affine[:2, :2]))))
     diameter = float(np.median(2.0 * radius)) * scale if len(radius) else 0.0
@@ -492,11 +532,25 @@ def _coordinate_systems(element: Any) -> set[str]:
     return set(get_transformation(element, get_all=True).keys())
 
 
-def _resolve_image(sdata: SpatialData, shapes_key: str, image_key: str | None) -> tuple[str | None, list[ImageLevel]]:
+def _spots_systems(sdata: SpatialData, shapes_key: str, coordinate_system: str | None) -> set[str]:
+    """Coordinate systems of the spots to place them in: all of them, or ``coordinate_system``."""
+    cs = _coordinate_systems(sdata.shapes[shapes_key])
+    if coordinate_system is None:
+        return cs
+    if coordinate_system not in cs:
+        raise KeyNotFoundError(
+            f"Spots {shapes_key!r} are not in coordinate system {coordinate_system!r}; their coordinate systems: "
+            f"{sorted(cs)}."
+        )
+    return {coordinate_system}
+
+
+def _resolve_image(sdata: SpatialData, shapes_key: str, image_key: str | None,
+                   coordinate_system: str | None = None) -> tuple[str | None, list[ImageLevel]]:
     images = list(sdata.images.keys())
     if image_key is not None and image_key not in images:
         raise KeyNotFoundError(f"No image {image_key!r} in the SpatialData; available images: {images}.")
-    cs = _coordinate_systems(sdata.shapes[shapes_key])
+    cs = _spots_systems(sdata, shapes_key, coordinate_system)
     shared = [k for k in images if _coordinate_systems(sdata.images[k]) & cs]
     if image_key is not None:
         if image_key not in shared:
@@ -514,8 +568,41 @@ def _resolve_image(sdata: SpatialData, shapes_key: str, image_key: str | None) -
                 "continuing without an image."
             )
         return None, []
-    key = _pick("image", shared, None, images, "Pass image_key=... to choose one.")
+    key = _finest(sdata, shapes_key, shared, coordinate_system) if len(shared) > 1 else None
+    if key is None:
+        key = _pick("image", shared, None, images, "Pass image_key=... to choose one.")
     return key, _image_levels(sdata.images[key])
+
+
+def _finest(sdata: SpatialData, shapes_key: str, keys: list[str], coordinate_system: str | None) -> str | None:
+    """The finest of several images that are one picture at different resolutions, else ``None``.
+
+    Images count as one picture when they have the same channels and cover the same extent (within
+    5 %) in the spots' coordinates, e.g. Visium's ``hires`` and ``lowres`` images (and the full
+    resolution one) as spatialdata-io writes them.
+    """
+    px, extent, channels = [], [], []
+    for k in keys:
+        a = _affine_between(sdata, shapes_key, k, coordinate_system)  # image pixels -> spots coordinates
+        to_spots = np.linalg.inv(a)[:2, :2]
+        size = float(np.sqrt(abs(np.linalg.det(to_spots))))
+        level0 = _image_levels(sdata.images[k])[0]
+        h, w = level0.shape_yx
+        px.append(size)
+        extent.append(np.array([w, h], np.float64) * size)
+        channels.append(int(level0.data.shape[0]))
+    extent_arr = np.array(extent)
+    if len(set(channels)) > 1 or np.any(np.abs(extent_arr / extent_arr.mean(axis=0) - 1.0) > 0.05):
+        return None
+    order = np.argsort(px, kind="stable")
+    if np.isclose(px[order[0]], px[order[1]]):
+        return None
+    key = keys[int(order[0])]
+    log.info(
+        f"Several images fit spots {shapes_key!r} ({sorted(keys)}), one picture at different resolutions; using the "
+        f"finest, {key!r}. Pass image_key=... to choose another."
+    )
+    return key
 
 
 def _image_levels(image: Any) -> list[ImageLevel]:
@@ -540,20 +627,24 @@ def _image_levels(image: Any) -> list[ImageLevel]:
     return levels
 
 
-def _affine_between(sdata: SpatialData, shapes_key: str, image_key: str) -> np.ndarray:
+def _affine_between(sdata: SpatialData, shapes_key: str, image_key: str, coordinate_system: str | None = None
+                    ) -> np.ndarray:
     """3x3 affine matrix mapping shapes coordinates to level-0 pixels of the image."""
     from spatialdata.transformations import get_transformation
 
     shapes_t = get_transformation(sdata.shapes[shapes_key], get_all=True)
     image_t = get_transformation(sdata.images[image_key], get_all=True)
     common = sorted(set(shapes_t) & set(image_t))
-    cs = "global" if "global" in common else common[0]
+    if coordinate_system is not None:
+        cs = coordinate_system
+    else:
+        cs = "global" if "global" in common else common[0]
     to_cs = shapes_t[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
     img_to_cs = image_t[cs].to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y"))
     return np.linalg.inv(img_to_cs) @ to_cs
 
 
-def _from_anndata(adata: AnnData, *, library_id: str | None) -> Spots:
+def _from_anndata(adata: AnnData, *, library_id: str | None, library_key: str | None = None) -> Spots:
     import dask.array as da
 
     if K.SPATIAL not in adata.obsm:
@@ -564,17 +655,23 @@ def _from_anndata(adata: AnnData, *, library_id: str | None) -> Spots:
     xy = np.asarray(adata.obsm[K.SPATIAL], dtype=np.float64)[:, :2]
     libs = adata.uns.get(K.SPATIAL, {}) if isinstance(adata.uns.get(K.SPATIAL), Mapping) else {}
     libs = {k: v for k, v in libs.items() if isinstance(v, Mapping)}
+    if library_key is not None:
+        library_id = _library_of_rows(adata, library_key, library_id)
     if library_id is not None and library_id not in libs:
         raise KeyNotFoundError(f"No library {library_id!r} in uns['spatial']; available: {list(libs)}.")
     if library_id is None:
-        library_id = _pick("library", list(libs), None, list(libs), "Pass library_id=... to choose one.")
+        library_id = _pick("library", list(libs), None, list(libs),
+                           "Pass library_id=... to choose one (or library_key=..., the obs column naming each "
+                           "spot's library, for a table concatenated from several sections).")
     if library_id is None:
         d = spot_spacing(xy, default=1.0) / 2.0
         return Spots(data=adata, table=adata, centers=xy, diameter=d, table_key=None)
     lib = libs[library_id]
     sf_ = lib.get("scalefactors", {})
     diam_full = float(sf_.get("spot_diameter_fullres", spot_spacing(xy, default=1.0) / 2.0))
-    diam_um = float(sf_.get("spot_diameter_um", VISIUM_SPOT_DIAMETER_UM))
+    diam_um = sf_.get("spot_diameter_um")
+    if diam_um is None:
+        diam_um = _assumed_diameter_um(adata, xy, library_id)
     images = lib.get("images", {}) or {}
     order = [k for k in ("hires", "lowres") if k in images] + [k for k in images if k not in ("hires", "lowres")]
     levels: list[ImageLevel] = []
@@ -589,6 +686,61 @@ def _from_anndata(adata: AnnData, *, library_id: str | None) -> Spots:
         levels.append(ImageLevel(da.from_array(arr.transpose(2, 0, 1), chunks=(-1, 2048, 2048)), scalef / scale0))
     return Spots(
         data=adata, table=adata, centers=xy * scale0, diameter=diam_full * scale0,
-        microns_per_pixel=diam_um / (diam_full * scale0), levels=levels, table_key=None, library_id=library_id,
+        microns_per_pixel=None if diam_um is None else float(diam_um) / (diam_full * scale0), levels=levels,
+        table_key=None, library_id=library_id,
     )
+
+
+def _library_of_rows(adata: AnnData, library_key: str, library_id: str | None) -> str:
+    """The one library that every row of ``adata`` belongs to, by ``obs[library_key]``."""
+    if library_key not in adata.obs:
+        raise KeyNotFoundError(f"No column {library_key!r} in obs (library_key); obs columns: {list(adata.obs)}.")
+    present = pd.unique(adata.obs[library_key].astype(str)).tolist()
+    if library_id is not None and present == [library_id]:
+        return library_id
+    if library_id is None and len(present) == 1:
+        return present[0]
+    some = f"library {library_id!r}" if library_id is not None else "one library"
+    raise InputError(
+        f"The table holds spots of libraries {present} (obs[{library_key!r}]), not of {some} alone. stfuse tools "
+        f"work on one section at a time: pass adata[adata.obs[{library_key!r}] == lib].copy() for each library."
+    )
+
+
+def _assumed_diameter_um(adata: AnnData, xy: np.ndarray, library_id: str) -> float | None:
+    """Spot diameter in µm when ``scalefactors`` hold none: from ``uns["stfuse"]``, else from the lattice.
+
+    A square lattice is legacy ST (100 µm spots, 200 µm apart), a hexagonal one Visium (55 µm spots,
+    100 µm apart). The assumption is warned about and recorded in ``uns["stfuse"][library_id]``;
+    irregular spots give ``None`` (physical size unknown).
+    """
+    meta = adata.uns.get(K.META)
+    recorded = meta.get(library_id) if isinstance(meta, Mapping) else None
+    if isinstance(recorded, Mapping) and recorded.get("spot_diameter_um"):
+        return float(recorded["spot_diameter_um"])
+    from .gr._kernels import detect_lattice
+
+    lattice, _ = detect_lattice(xy)
+    if lattice is None:
+        warnings.warn(
+            f"uns['spatial'][{library_id!r}]['scalefactors'] has no 'spot_diameter_um' and the spots form no square "
+            "or hexagonal lattice, so their size in µm is unknown; µm-sized options will fail. Set "
+            "adata.uns['spatial'][library_id]['scalefactors']['spot_diameter_um'].",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    platform, diam_um = ("ST", ST_SPOT_DIAMETER_UM) if lattice == "square" else ("Visium", VISIUM_SPOT_DIAMETER_UM)
+    warnings.warn(
+        f"uns['spatial'][{library_id!r}]['scalefactors'] has no 'spot_diameter_um'; the spots form a {lattice} lattice, "
+        f"so assuming {platform} spots of {diam_um:g} µm (recorded in uns['stfuse'][{library_id!r}]). Set "
+        "scalefactors['spot_diameter_um'] if this is wrong.",
+        UserWarning,
+        stacklevel=4,
+    )
+    meta = dict(meta) if isinstance(meta, Mapping) else {}
+    meta[library_id] = {**dict(recorded or {}), "spot_diameter_um": diam_um, "platform": platform,
+                        "assumed": f"spot_diameter_um from the {lattice} lattice"}
+    adata.uns[K.META] = meta
+    return diam_um
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
+from .._settings import settings
 
 __all__ = ["toy"]
 
@@ -132,7 +133,7 @@ def toy(
     n_spots: int = 900,
     *,
     n_genes: int = 150,
-    seed: int = 0,
+    seed: int | None = None,
     spot_diameter_px: float = 24.0,
     lattice: Literal["hex", "square"] = "hex",
     image: bool = True,
@@ -155,7 +156,7 @@ def toy(
     n_genes
         Number of genes (at least 60: 3 marker programmes of 15 genes plus background).
     seed
-        Seed of the layout, the counts and the image.
+        Seed of the layout, the counts and the image. ``None``: :attr:`stfuse.settings.seed` (0 by default).
     spot_diameter_px
         Spot diameter in image pixels (the image scales with it).
     lattice
@@ -190,6 +191,7 @@ def toy(
         raise InputError(f"toy needs at least 60 genes, got {n_genes}.")
     if lattice not in ("hex", "square"):
         raise InputError(f"lattice must be 'hex' or 'square', got {lattice!r}.")
+    seed = settings.resolve_seed(seed)
     rng = np.random.default_rng(seed)
     spacing = 2.0 * spot_diameter_px
     xy, row, col, width, height = _layout(n_spots, spacing, lattice, margin=spacing)

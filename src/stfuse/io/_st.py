@@ -14,12 +14,12 @@ from scipy import sparse
 from .. import _keys as K
 from .. import _logging as log
 from .._errors import DataNotFoundError, InputError
+from .._spots import ST_SPOT_DIAMETER_UM
 from ._image import image_size, lazy_image
 from ._squidpy import file_thumbnail, library_entry, thumbnail_scale
 
 __all__ = ["build_spatialdata", "read_st"]
 
-ST_SPOT_DIAMETER_UM = 100.0
 ST_SPOT_SPACING_UM = 200.0
 CANCER_LABELS = ("invasive cancer", "cancer in situ")
 PathLike = str | os.PathLike
