@@ -16,6 +16,7 @@ from .. import _keys as K
 from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import InputError
+from .._spots import Spots, get_spots, is_spatialdata
 from ._kernels import detect_lattice, knn, radius_neighbors
 
 __all__ = ["SpatialGraph", "spatial_graph"]
@@ -227,8 +228,6 @@ def _build(xy: np.ndarray, coord_type: str, n_neighs: int, radius: float | None,
 def _spots_and_libraries(sdata: Any, *, table_key: str | None, shapes_key: str | None, library_id: str | None,
                          library_key: str | None, coordinate_system: str | None) -> tuple[Any, list[np.ndarray]]:
     """The Spots view and the rows of each library (one group of all rows without ``library_key``)."""
-    from .._spots import Spots, get_spots, is_spatialdata  # the Spots view is a floor above the kernels
-
     if library_key is None:
         spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, library_id=library_id,
                           coordinate_system=coordinate_system)
