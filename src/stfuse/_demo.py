@@ -8,7 +8,11 @@ demo says so.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import os
+import platform
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,13 +75,35 @@ def _load(quick: bool, data: str) -> _Case:
         return _toy(quick)
 
 
+def _machine() -> str:
+    """One line describing this machine (cores, RAM, GPU, Python), as ``benchmarks/RESULTS.md`` writes it."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        ram = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        ram = ""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core {cpu} CPU{ram}, {gpu}, Python {platform.python_version()}"
+
+
+def _command(out: Path, quick: bool, data: str) -> str:
+    """The ``stfuse demo`` command line equivalent to these arguments (``make demo`` runs the first one)."""
+    words = ["stfuse", "demo", "--out", shlex.quote(str(out))]
+    words += ["--quick"] if quick else []
+    words += ["--data", data] if data != "auto" else []
+    return " ".join(words)
+
+
 def run_demo(out: Path, *, quick: bool = False, data: Literal["auto", "her2st", "toy"] = "auto") -> str:
     """Run senca, spacrd, stmic and histospace on one section; write a zarr, a figure and metrics.
 
     Parameters
     ----------
     out
-        Output folder (created): ``demo.zarr``, ``demo.png``, ``metrics.json``.
+        Output folder (created): ``demo.zarr``, ``demo.png``, ``metrics.json`` (the metrics with the date,
+        machine and command; ``scripts/make_doc_figures.py demo`` turns it into the docs' landing-page caption).
     quick
         Fewer epochs and references (for tests); the metrics are then not representative.
     data
@@ -97,12 +123,14 @@ def run_demo(out: Path, *, quick: bool = False, data: Literal["auto", "her2st", 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    run = {"date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"), "machine": _machine(),
+           "command": _command(out, quick, data)}
     case = _load(quick, data)
     log.info(f"demo on {case.source}")
     sdata, table = case.target, case.target.tables["table"]
     truth = table.obs[case.truth]
     n_domains = int(truth[truth.notna()].nunique())
-    m: dict[str, Any] = {"data": case.source, "spots": int(table.n_obs)}
+    m: dict[str, Any] = {**run, "data": case.source, "spots": int(table.n_obs)}
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
