@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", default=None, help="tissue weights file (default: the shipped ones)")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--features-only", action="store_true", help="compute and cache the features, score nothing")
     args = p.parse_args(argv if argv is not None else [])
     sf.settings.verbosity = 0
     torch.manual_seed(0)
@@ -151,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     encs = {"histospace": sf.im.get_encoder("histospace"), "tissue": sf.im.get_encoder("tissue", weights=args.weights)}
     feats: dict = {}  # (section, feature, patch, factor) -> X
     labels, expr, tput = {}, {}, []
+    cache = sf.settings.cachedir / "bench_encoders"  # features of frozen extractors, reused across runs
+    cache.mkdir(parents=True, exist_ok=True)
+    tag = {"mean RGB": "rgb", "squidpy summary+histogram+texture": "squidpy",
+           **{name: f"{name}-{enc.checksum}" for name, enc in encs.items()}}
     for s in args.sections:
         t0 = time.time()
         sdata = sf.datasets.her2st(s)
@@ -165,13 +170,24 @@ def main(argv: list[str] | None = None) -> None:
                     tput = throughput(encs, native[:512])
             for f in FACTORS:
                 P = degrade(native, side, f)
-                feats[s, "mean RGB", pname, f] = P.reshape(len(P), 3, -1).mean(axis=2) / 255.0
-                Q = P if P.shape[-1] <= SQUIDPY_MAX else degrade(P, P.shape[-1], SQUIDPY_MAX / P.shape[-1])
-                feats[s, "squidpy summary+histogram+texture", pname, f] = np.stack([squidpy_features(x) for x in Q])
-                for name, enc in encs.items():
-                    feats[s, name, pname, f] = encode(enc, P)
+                for name in tag:
+                    path = cache / f"{s}_{tag[name]}_{pname.split()[0]}{pname.split()[1][:3]}_{f}.npy"
+                    if path.is_file():
+                        feats[s, name, pname, f] = np.load(path)
+                        continue
+                    if name == "mean RGB":
+                        X = P.reshape(len(P), 3, -1).mean(axis=2) / 255.0
+                    elif name.startswith("squidpy"):
+                        Q = P if P.shape[-1] <= SQUIDPY_MAX else degrade(P, P.shape[-1], SQUIDPY_MAX / P.shape[-1])
+                        X = np.stack([squidpy_features(x) for x in Q])
+                    else:
+                        X = encode(encs[name], P)
+                    np.save(path, X)
+                    feats[s, name, pname, f] = X
         print(f"{s}: features in {time.time() - t0:.0f} s", flush=True)
         del sdata, spots
+    if args.features_only:
+        return
     genes = [g for g in genes_all if all(g in expr[s].var_names for s in args.sections)]
     Y = {s: sf.pp.prepare_expression(expr[s], genes=genes).X for s in args.sections}
     folds = [(t, [c for c in args.sections if c.startswith("C") and c != t]) for t in args.sections if t.startswith("C")]

@@ -1,24 +1,12 @@
 """stfuse: fuse spatial transcriptomics with H&E histology (SENCA-st, SpaCRD, stMIC, HistoSPACE)."""
 
-from . import data, datasets, gr, im, io, metrics, models, nn, pl, pp, tl
-from ._errors import (
-    DataNotFoundError,
-    GeneMismatchError,
-    InputError,
-    KeyNotFoundError,
-    StfuseError,
-    WeightsUnavailableError,
-)
+from . import _errors, data, datasets, gr, im, io, metrics, models, nn, pl, pp, tl
+from ._errors import *  # noqa: F403 - the exception types, listed once in stfuse._errors.__all__
 from ._settings import settings
 from ._version import __version__
 
 __all__ = [
-    "DataNotFoundError",
-    "GeneMismatchError",
-    "InputError",
-    "KeyNotFoundError",
-    "StfuseError",
-    "WeightsUnavailableError",
+    *_errors.__all__,
     "__version__",
     "data",
     "datasets",

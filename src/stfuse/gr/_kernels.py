@@ -116,7 +116,12 @@ def _knn_kernel(sx, sy, order, starts, x0, y0, h, nx, ny, k, include_self, out_i
 
 
 @numba.njit(parallel=True, cache=True)
-def _radius_count(xy, radius, x0, y0, h, nx, ny, cell, starts, order, include_self):
+def _radius_pass(xy, radius, nx, ny, cell, starts, order, include_self, fill, indptr, indices, dists):
+    """Neighbours within ``radius`` of every point: counted, or written and sorted.
+
+    ``fill=False`` returns the counts; ``fill=True`` writes them into ``indices``/``dists`` at ``indptr``
+    and sorts each row by (distance, index).
+    """
     n = xy.shape[0]
     counts = np.zeros(n, np.int64)
     r2 = radius * radius
@@ -124,31 +129,8 @@ def _radius_count(xy, radius, x0, y0, h, nx, ny, cell, starts, order, include_se
         c = cell[i]
         cx = c % nx
         cy = c // nx
-        m = 0
-        for gy in range(max(cy - 1, 0), min(cy + 2, ny)):
-            for gx in range(max(cx - 1, 0), min(cx + 2, nx)):
-                cc = gy * nx + gx
-                for t in range(starts[cc], starts[cc + 1]):
-                    j = order[t]
-                    if j == i and not include_self:
-                        continue
-                    dx = xy[j, 0] - xy[i, 0]
-                    dy = xy[j, 1] - xy[i, 1]
-                    if dx * dx + dy * dy <= r2:
-                        m += 1
-        counts[i] = m
-    return counts
-
-
-@numba.njit(parallel=True, cache=True)
-def _radius_fill(xy, radius, x0, y0, h, nx, ny, cell, starts, order, include_self, indptr, indices, dists):
-    n = xy.shape[0]
-    r2 = radius * radius
-    for i in numba.prange(n):
-        c = cell[i]
-        cx = c % nx
-        cy = c // nx
-        m = indptr[i]
+        lo = indptr[i] if fill else 0
+        m = lo
         for gy in range(max(cy - 1, 0), min(cy + 2, ny)):
             for gx in range(max(cx - 1, 0), min(cx + 2, nx)):
                 cc = gy * nx + gx
@@ -160,21 +142,23 @@ def _radius_fill(xy, radius, x0, y0, h, nx, ny, cell, starts, order, include_sel
                     dy = xy[j, 1] - xy[i, 1]
                     d2 = dx * dx + dy * dy
                     if d2 <= r2:
-                        indices[m] = j
-                        dists[m] = np.sqrt(d2)
+                        if fill:
+                            indices[m] = j
+                            dists[m] = np.sqrt(d2)
                         m += 1
-        # sort this row by (distance, index) — rows are short
-        lo = indptr[i]
-        for a in range(lo + 1, m):
-            dj = dists[a]
-            ij = indices[a]
-            b = a
-            while b > lo and (dists[b - 1] > dj or (dists[b - 1] == dj and indices[b - 1] > ij)):
-                dists[b] = dists[b - 1]
-                indices[b] = indices[b - 1]
-                b -= 1
-            dists[b] = dj
-            indices[b] = ij
+        counts[i] = m - lo
+        if fill:  # insertion sort of this row: rows are short
+            for a in range(lo + 1, m):
+                dj = dists[a]
+                ij = indices[a]
+                b = a
+                while b > lo and (dists[b - 1] > dj or (dists[b - 1] == dj and indices[b - 1] > ij)):
+                    dists[b] = dists[b - 1]
+                    indices[b] = indices[b - 1]
+                    b -= 1
+                dists[b] = dj
+                indices[b] = ij
+    return counts
 
 
 # ------------------------------------------------------------------------------------------------
@@ -280,13 +264,14 @@ def radius_neighbors(coords: Any, radius: float, *, include_self: bool = False) 
         raise InputError(f"radius must be positive, got {radius}.")
     n = len(xy)
     _set_threads()
-    x0, y0, h, nx, ny, cell, starts, order = _grid(xy, float(radius))
-    counts = _radius_count(xy, float(radius), x0, y0, h, nx, ny, cell, starts, order, include_self)
+    _, _, _, nx, ny, cell, starts, order = _grid(xy, float(radius))
     indptr = np.zeros(n + 1, np.int64)
+    none_i, none_d = np.empty(0, np.int64), np.empty(0, np.float64)
+    counts = _radius_pass(xy, float(radius), nx, ny, cell, starts, order, include_self, False, indptr, none_i, none_d)
     np.cumsum(counts, out=indptr[1:])
     indices = np.empty(indptr[-1], np.int64)
     dists = np.empty(indptr[-1], np.float64)
-    _radius_fill(xy, float(radius), x0, y0, h, nx, ny, cell, starts, order, include_self, indptr, indices, dists)
+    _radius_pass(xy, float(radius), nx, ny, cell, starts, order, include_self, True, indptr, indices, dists)
     return sparse.csr_matrix((dists, indices, indptr), shape=(n, n))
 
 

@@ -63,8 +63,8 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07, alpha:
     --------
     >>> import torch
     >>> from stfuse.nn import info_nce
-    >>> x = torch.randn(8, 4)
-    >>> bool(info_nce(x, x) < info_nce(x, torch.randn(8, 4)))
+    >>> genes, image = torch.randn(8, 4), torch.randn(8, 4)
+    >>> bool(info_nce(genes, genes + 0.01 * image) < info_nce(genes, image))  # aligned pairs: lower loss
     True
     """
     logits = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / temperature
