@@ -209,3 +209,19 @@ def test_bad_input_refused_and_object_unchanged(small, tool, corruption):
     with pytest.raises(sf.StfuseError, match=match):
         TOOLS[tool](sdata, **kwargs)
     assert_unchanged(before, sdata)
+
+
+@pytest.mark.parametrize("tool", sorted(COUNT_TOOLS))
+def test_failing_tool_records_no_assumed_spot_size(small, tool):
+    # an AnnData without spot_diameter_um: the spot size is assumed from the lattice, but recorded in
+    # uns["stfuse"] only with the results, so a refused call leaves the object as it was
+    adata = small.tables["table"].copy()
+    del adata.uns["stfuse"]
+    for lib in adata.uns["spatial"].values():
+        lib["scalefactors"].pop("spot_diameter_um", None)
+    before = copy.deepcopy(adata)
+    kwargs = too_many_neighbours(None) if tool in CLUSTER_TOOLS else {"layer": "nope"}
+    with pytest.warns(UserWarning, match="assuming Visium"), pytest.raises(sf.StfuseError):
+        TOOLS[tool](adata, **kwargs)
+    assert set(adata.uns) == set(before.uns) and "stfuse" not in adata.uns
+    assert list(adata.obs) == list(before.obs) and set(adata.obsm) == set(before.obsm)

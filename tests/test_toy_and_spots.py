@@ -111,7 +111,8 @@ def test_spots_from_squidpy_anndata(toy):
     assert s.diameter == pytest.approx(24.0)
     assert s.microns_per_pixel == pytest.approx(55 / 24)
     assert s.library_id == "lib"
-    assert a.uns["stfuse"]["lib"]["spot_diameter_um"] == 55.0  # the assumption is recorded
+    assert "stfuse" not in a.uns  # resolving writes nothing; the assumption is recorded with the results
+    assert s.meta_to_record["lib"]["spot_diameter_um"] == 55.0
 
 
 def _squidpy_anndata(xy: np.ndarray, libs: dict[str, dict]) -> ad.AnnData:
@@ -132,6 +133,8 @@ def test_spot_size_of_legacy_st_anndata_is_inferred_from_the_lattice():
     with pytest.warns(UserWarning, match="square lattice, so assuming ST spots of 100 µm"):
         s = get_spots(a)
     assert s.microns_per_pixel == pytest.approx(100 / 136)
+    assert "stfuse" not in a.uns
+    s.write(None)  # the one writer records the assumption
     assert a.uns["stfuse"]["st"] == {"spot_diameter_um": 100.0, "platform": "ST",
                                      "assumed": "spot_diameter_um from the square lattice"}
     import warnings
@@ -347,7 +350,7 @@ def test_spots_from_circles_without_table(toy):
     with pytest.raises(sf.KeyNotFoundError, match="Several circles"):
         get_spots(toy, table_key="nope", require_table=False)
     # results of such spots can only be written as new tables
-    with pytest.raises(sf.InputError, match="only be written as new tables"):
+    with pytest.raises(sf.InputError, match="only be written as new elements"):
         s2.write("x", obs={"x": np.zeros(10)})
 
 

@@ -3,6 +3,11 @@
 A docstring writes ``%(sdata)s`` on its own line (indented like the other parameters) and the
 decorator replaces it with the shared text, so every tool documents ``sdata``, ``table_key``,
 ``key_added``, ``device``, ``random_state`` and ``copy`` the same way.
+
+The keywords that choose the section a tool works on (``table_key``, ``shapes_key``, ``image_key``,
+``library_id``, ``library_key``, ``coordinate_system``; :data:`stfuse._spots.SELECT`) default to
+``None`` (inferred) in every tool, which forwards them to :func:`stfuse._spots.get_spots` with
+``get_spots(sdata, **selection(locals()))``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,19 @@ sdata
 table_key
     Key of the table in ``sdata.tables`` (ignored for an AnnData). ``None``: the only table, else
     ``"table"``.""",
+    "library_id": """\
+library_id
+    For an AnnData: the library of ``uns["spatial"]`` (squidpy's ``library_id``) holding the image and
+    scale factors. ``None``: the only one, or the one named by ``library_key``.""",
+    "library_key": """\
+library_key
+    For an AnnData concatenated from several sections: the ``obs`` column naming each spot's library
+    (squidpy's ``library_key``). Tools work on one section at a time, so all rows must belong to one
+    library, e.g. ``adata[adata.obs[library_key] == "A"].copy()``.""",
+    "coordinate_system": """\
+coordinate_system
+    For a SpatialData: the coordinate system in which the spots are placed on the image. ``None``: any
+    that the spots and the image share (``"global"`` first).""",
     "shapes_key": """\
 shapes_key
     Key of the spot circles in ``sdata.shapes``. Inferred when the table annotates exactly one element.""",

@@ -23,7 +23,7 @@ from anndata import AnnData
 
 from . import _keys as K
 from ._errors import InputError, KeyNotFoundError
-from ._spots import Spots, is_spatialdata
+from ._spots import Spots, infer_table_key, is_spatialdata
 from ._version import __version__
 
 __all__ = ["Result", "find_table", "read", "record", "result_uns"]
@@ -87,10 +87,12 @@ def record(
 
 
 def find_table(data: Any, table_key: str | None = K.TABLE) -> AnnData:
-    """The AnnData holding results: ``data.tables[table_key]`` of a SpatialData, or the AnnData itself."""
+    """The AnnData holding results: ``data.tables[table_key]`` of a SpatialData, or the AnnData itself.
+
+    ``table_key=None``: the only table, else ``"table"`` (:func:`stfuse._spots.infer_table_key`).
+    """
     if is_spatialdata(data):
-        if table_key is None and len(data.tables) == 1:
-            return next(iter(data.tables.values()))
+        table_key = infer_table_key(data, table_key)
         if table_key not in data.tables:
             raise KeyNotFoundError(
                 f"No table {table_key!r} in the SpatialData; tables: {list(data.tables)}. Pass table_key=..."

@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from anndata import AnnData
     from spatialdata import SpatialData
 
-__all__ = ["ImageLevel", "Spots", "get_spots", "is_spatialdata", "to_uint8_rgb"]
+__all__ = ["SELECT", "ImageLevel", "Spots", "get_spots", "infer_table_key", "is_spatialdata", "selection",
+           "to_uint8_rgb"]
+
+#: The keyword arguments that choose the section a tool works on. Every public function that resolves
+#: a section takes those it needs, with the defaults of :func:`get_spots` (all ``None``) and the shared
+#: docs of ``stfuse._docs`` (``%(table_key)s``, ``%(library_id)s``, ...), and forwards them with
+#: ``get_spots(sdata, **selection(locals()))``.
+SELECT = ("table_key", "shapes_key", "image_key", "library_id", "library_key", "coordinate_system")
 
 # Spot diameters assumed for squidpy-style AnnData without a recorded diameter in µm, by lattice:
 VISIUM_SPOT_DIAMETER_UM = 55.0  # hexagonal lattice, 100 µm apart
@@ -42,6 +49,43 @@ def _is_anndata(obj: Any) -> bool:
     from anndata import AnnData
 
     return isinstance(obj, AnnData)
+
+
+def selection(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The section-choosing keyword arguments (:data:`SELECT`) among ``values``, to forward to :func:`get_spots`.
+
+    A tool calls it first thing with ``locals()``, so that it forwards exactly the keywords it takes.
+
+    Examples
+    --------
+    >>> from stfuse._spots import selection
+    >>> def tool(sdata, *, n_neighs=6, table_key=None, library_id=None):
+    ...     return selection(locals())
+    >>> tool(None, library_id="A")
+    {'table_key': None, 'library_id': 'A'}
+    """
+    return {k: values[k] for k in SELECT if k in values}
+
+
+def infer_table_key(data: Any, table_key: str | None) -> str | None:
+    """``table_key``, or for ``None`` the table a tool uses: a SpatialData's only table, else ``"table"``.
+
+    ``None`` when there is no such table (several others, none, or an AnnData); :func:`get_spots` then
+    explains what to pass.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import infer_table_key
+    >>> infer_table_key(sf.datasets.toy(n_spots=50), None)
+    'table'
+    """
+    if table_key is not None or not is_spatialdata(data):
+        return table_key
+    tables = list(data.tables)
+    if len(tables) == 1:
+        return tables[0]
+    return K.TABLE if K.TABLE in tables else None
 
 
 def to_uint8_rgb(block: np.ndarray) -> np.ndarray:
@@ -140,6 +184,9 @@ class Spots:
     table_in_data: bool = True
     unplaced_images: tuple[str, ...] = ()
     """Images of the SpatialData that share no coordinate system with the spots (so were not used)."""
+    meta_to_record: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Entries of ``uns["stfuse"]`` (by library) that resolving assumed, e.g. a spot size in µm guessed from
+    the lattice; :meth:`write` records them with the results, so a failed tool leaves the object unchanged."""
 
     # --- geometry ------------------------------------------------------------------------------
     @property
@@ -204,7 +251,8 @@ class Spots:
         :class:`stfuse.im.ImageFeatures` computed on the way: they refresh the embedding cache
         (``obsm`` + ``uns["stfuse_embeddings"]``) without a warning. ``tables``, ``shapes`` (parsed
         spatialdata elements) and ``attrs`` (entries of ``sdata.attrs``, set without a warning) go to
-        the SpatialData itself.
+        the SpatialData itself. What resolving assumed (:attr:`meta_to_record`) is recorded in the
+        table's ``uns["stfuse"]`` in the same call.
         """
         if not self.table_in_data and (obs or obsm or obsp or uns or embeddings):
             raise InputError(
@@ -246,6 +294,12 @@ class Spots:
             target.shapes[k] = el
         for k, v in (attrs or {}).items():
             target.attrs[k] = v
+        if self.meta_to_record:
+            meta = dict(table.uns[K.META]) if isinstance(table.uns.get(K.META), Mapping) else {}
+            for lib, entry in self.meta_to_record.items():
+                old = meta.get(lib)
+                meta[lib] = {**(dict(old) if isinstance(old, Mapping) else {}), **entry}
+            table.uns[K.META] = meta
         if embeddings:
             prov = dict(table.uns.get(K.EMBEDDINGS, {}))
             for f in embeddings:
@@ -670,8 +724,11 @@ def _from_anndata(adata: AnnData, *, library_id: str | None, library_key: str | 
     sf_ = lib.get("scalefactors", {})
     diam_full = float(sf_.get("spot_diameter_fullres", spot_spacing(xy, default=1.0) / 2.0))
     diam_um = sf_.get("spot_diameter_um")
+    assumed: dict[str, dict[str, Any]] = {}
     if diam_um is None:
-        diam_um = _assumed_diameter_um(adata, xy, library_id)
+        diam_um, record = _assumed_diameter_um(adata, xy, library_id)
+        if record:
+            assumed[library_id] = record
     images = lib.get("images", {}) or {}
     order = [k for k in ("hires", "lowres") if k in images] + [k for k in images if k not in ("hires", "lowres")]
     levels: list[ImageLevel] = []
@@ -687,7 +744,7 @@ def _from_anndata(adata: AnnData, *, library_id: str | None, library_key: str | 
     return Spots(
         data=adata, table=adata, centers=xy * scale0, diameter=diam_full * scale0,
         microns_per_pixel=None if diam_um is None else float(diam_um) / (diam_full * scale0), levels=levels,
-        table_key=None, library_id=library_id,
+        table_key=None, library_id=library_id, meta_to_record=assumed,
     )
 
 
@@ -707,17 +764,18 @@ def _library_of_rows(adata: AnnData, library_key: str, library_id: str | None) -
     )
 
 
-def _assumed_diameter_um(adata: AnnData, xy: np.ndarray, library_id: str) -> float | None:
-    """Spot diameter in µm when ``scalefactors`` hold none: from ``uns["stfuse"]``, else from the lattice.
+def _assumed_diameter_um(adata: AnnData, xy: np.ndarray, library_id: str) -> tuple[float | None, dict[str, Any]]:
+    """Spot diameter in µm when ``scalefactors`` hold none, and what to record: from ``uns["stfuse"]``, else the lattice.
 
     A square lattice is legacy ST (100 µm spots, 200 µm apart), a hexagonal one Visium (55 µm spots,
-    100 µm apart). The assumption is warned about and recorded in ``uns["stfuse"][library_id]``;
-    irregular spots give ``None`` (physical size unknown).
+    100 µm apart). The assumption is warned about and returned as the entry to record in
+    ``uns["stfuse"][library_id]`` (:attr:`Spots.meta_to_record`; nothing is written here); irregular
+    spots give ``None`` (physical size unknown).
     """
     meta = adata.uns.get(K.META)
     recorded = meta.get(library_id) if isinstance(meta, Mapping) else None
     if isinstance(recorded, Mapping) and recorded.get("spot_diameter_um"):
-        return float(recorded["spot_diameter_um"])
+        return float(recorded["spot_diameter_um"]), {}
     from .gr._kernels import detect_lattice
 
     lattice, _ = detect_lattice(xy)
@@ -729,18 +787,15 @@ def _assumed_diameter_um(adata: AnnData, xy: np.ndarray, library_id: str) -> flo
             UserWarning,
             stacklevel=4,
         )
-        return None
+        return None, {}
     platform, diam_um = ("ST", ST_SPOT_DIAMETER_UM) if lattice == "square" else ("Visium", VISIUM_SPOT_DIAMETER_UM)
     warnings.warn(
         f"uns['spatial'][{library_id!r}]['scalefactors'] has no 'spot_diameter_um'; the spots form a {lattice} lattice, "
-        f"so assuming {platform} spots of {diam_um:g} µm (recorded in uns['stfuse'][{library_id!r}]). Set "
-        "scalefactors['spot_diameter_um'] if this is wrong.",
+        f"so assuming {platform} spots of {diam_um:g} µm (recorded in uns['stfuse'][{library_id!r}] with the "
+        "results). Set scalefactors['spot_diameter_um'] if this is wrong.",
         UserWarning,
         stacklevel=4,
     )
-    meta = dict(meta) if isinstance(meta, Mapping) else {}
-    meta[library_id] = {**dict(recorded or {}), "spot_diameter_um": diam_um, "platform": platform,
-                        "assumed": f"spot_diameter_um from the {lattice} lattice"}
-    adata.uns[K.META] = meta
-    return diam_um
+    return diam_um, {"spot_diameter_um": diam_um, "platform": platform,
+                     "assumed": f"spot_diameter_um from the {lattice} lattice"}
 

@@ -29,7 +29,8 @@ def _read_st(args: argparse.Namespace) -> str:
 
 
 TOOLS = {"senca": "SENCA", "spacrd": "SpaCRD", "stmic": None, "histospace": "HistoSPACE"}
-_SKIP = {"copy", "return_model", "model", "reference"}
+# not options: objects, or keywords for an AnnData (the command line reads a SpatialData .zarr)
+_SKIP = {"copy", "return_model", "model", "reference", "library_id", "library_key"}
 
 
 def _parse_value(text: str) -> Any:
@@ -78,6 +79,7 @@ def _run(args: argparse.Namespace) -> str:
     import spatialdata as sd
 
     from . import models, tl
+    from ._spots import infer_table_key
 
     func = getattr(tl, args.tool)
     src = Path(args.input)
@@ -93,7 +95,7 @@ def _run(args: argparse.Namespace) -> str:
         kwargs["model"] = getattr(models, TOOLS[args.tool]).load(args.model)
     if args.save_model:
         kwargs["return_model"] = True
-    table_key = kwargs.get("table_key", "table")
+    table_key = infer_table_key(sdata, kwargs.get("table_key"))  # the table the tool writes to
     before = set(sdata.tables)
     cols_before = set(sdata.tables[table_key].obs.columns) if table_key in sdata.tables else set()
     model = func(sdata, **kwargs)

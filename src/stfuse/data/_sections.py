@@ -80,12 +80,12 @@ def _labels(spots: Spots, label_key: str, positive: Any, name: str) -> np.ndarra
 def reference_sections(
     references: Sequence[Any],
     *,
-    table_key: str = K.TABLE,
     image_for: str | None = None,
     image_hint: str = "",
     need_genes: bool = False,
     label_key: str | None = None,
     positive: Any = True,
+    **select: Any,
 ) -> list[Section]:
     """Resolve every reference section before anything is computed.
 
@@ -93,8 +93,6 @@ def reference_sections(
     ----------
     references
         SpatialData / AnnData objects (not modified).
-    table_key
-        Table of each reference.
     image_for
         When given, each reference needs an H&E image; the error names this use (e.g. ``"SpaCRD"``).
     image_hint
@@ -104,6 +102,9 @@ def reference_sections(
     label_key, positive
         Read the labels (:attr:`Section.labels`: 1 positive, 0 negative, -1 missing) from
         ``obs[label_key]``; ``positive`` is the positive value or a list of them.
+    **select
+        The keywords choosing the section in every reference (:data:`stfuse._spots.SELECT`, e.g.
+        ``table_key``), passed to :func:`stfuse._spots.get_spots`.
 
     Returns
     -------
@@ -119,12 +120,12 @@ def reference_sections(
     """
     out = []
     for i, r in enumerate(references):
-        s = get_spots(r, table_key=table_key)
+        s = get_spots(r, **select)
         name = section_name(s, f"reference {i}")
         if image_for is not None:
             s.require_image(f"{image_for} (reference {name!r})", fix=image_hint)
         if need_genes and s.table.n_vars == 0:
-            raise InputError(f"Reference {i} ({s.name!r}) has no genes in table {table_key!r}.")
+            raise InputError(f"Reference {i} ({s.name!r}) has no genes in table {s.table_key!r}.")
         y = _labels(s, label_key, positive, name) if label_key is not None else None
         out.append(Section(s, name, y))
     return out

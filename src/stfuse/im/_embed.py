@@ -18,7 +18,7 @@ from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import InputError
 from .._settings import settings
-from .._spots import Spots, get_spots
+from .._spots import Spots, get_spots, selection
 from .._version import __version__
 from ._encoders import Encoder, get_encoder
 from ._patches import fit_stain, iter_patches, patch_side_px
@@ -233,9 +233,12 @@ def embed(
     device: str = "auto",
     stain: StainMethod | StainNormalizer | None = None,
     client: Any = None,
-    table_key: str = K.TABLE,
+    table_key: str | None = None,
     shapes_key: str | None = None,
     image_key: str | None = None,
+    library_id: str | None = None,
+    library_key: str | None = None,
+    coordinate_system: str | None = None,
     copy: bool = False,
 ) -> Any:
     """Embed the image patch of every spot with an image encoder.
@@ -279,6 +282,9 @@ def embed(
     %(table_key)s
     %(shapes_key)s
     %(image_key)s
+    %(library_id)s
+    %(library_key)s
+    %(coordinate_system)s
     %(copy)s
 
     %(returns_inplace)s
@@ -299,7 +305,7 @@ def embed(
     >>> with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster):  # doctest: +SKIP
     ...     sf.im.embed(sdata, stain="macenko", key_added="histospace_macenko")
     """
-    spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=True,
+    spots = get_spots(sdata, **selection(locals()), need_image=True,
                       image_hint="Attach the section's H&E image to the SpatialData.")
     feats = image_features(spots, encoder, size=size, size_um=size_um, size_px=size_px, weights=weights,
                            obsm_key=K.obsm(key_added) if key_added else None, batch_size=batch_size, device=device,

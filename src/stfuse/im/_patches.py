@@ -10,7 +10,7 @@ import numpy as np
 
 from .._docs import inject_docs
 from .._errors import InputError
-from .._spots import Spots, get_spots, to_uint8_rgb
+from .._spots import Spots, get_spots, selection, to_uint8_rgb
 from ._stain import StainMethod, StainNormalizer
 
 __all__ = ["PatchBatch", "extract_patches", "fit_stain", "iter_patches", "patch_side_px"]
@@ -234,9 +234,12 @@ def extract_patches(
     batch_size: int = 64,
     level: int | None = None,
     stain: StainMethod | StainNormalizer | None = None,
-    table_key: str = "table",
+    table_key: str | None = None,
     shapes_key: str | None = None,
     image_key: str | None = None,
+    library_id: str | None = None,
+    library_key: str | None = None,
+    coordinate_system: str | None = None,
 ) -> Iterator[PatchBatch]:
     """Square image patches centred on each spot, yielded in batches.
 
@@ -267,6 +270,9 @@ def extract_patches(
     %(table_key)s
     %(shapes_key)s
     %(image_key)s
+    %(library_id)s
+    %(library_key)s
+    %(coordinate_system)s
 
     Yields
     ------
@@ -283,7 +289,7 @@ def extract_patches(
     (16, 3, 32, 32)
     >>> normed = next(sf.im.extract_patches(sdata, out_px=32, stain="macenko"))
     """
-    spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=True,
+    spots = get_spots(sdata, **selection(locals()), need_image=True,
                       image_hint="Attach the section's H&E image to the SpatialData.")
     side = patch_side_px(spots, size=size, size_um=size_um, size_px=size_px)
     if level is not None and not 0 <= level < len(spots.levels):

@@ -34,7 +34,7 @@ from .. import _keys as K
 from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import InputError
-from .._spots import Spots, get_spots
+from .._spots import Spots, get_spots, selection
 from . import _base
 
 if TYPE_CHECKING:
@@ -54,10 +54,12 @@ _NON_INTERACTIVE = frozenset({"agg", "cairo", "pdf", "pgf", "ps", "svg", "templa
 class PlotOptions:
     """The parameters every ``sf.pl`` plot shares (documented once, in ``_DOCS``)."""
 
-    table_key: str = K.TABLE
+    table_key: str | None = None
     shapes_key: str | None = None
     image_key: str | None = None
     library_id: str | None = None
+    library_key: str | None = None
+    coordinate_system: str | None = None
     image: bool = True
     level: int | Literal["auto"] = "auto"
     crop: bool | tuple[float, float, float, float] = True
@@ -83,22 +85,29 @@ class PlotOptions:
 
     def get_spots(self, sdata: Any, *, table_key: str | None = None) -> Spots:
         """The :class:`~stfuse._spots.Spots` view to draw (``table_key`` overrides the option)."""
-        return get_spots(sdata, table_key=self.table_key if table_key is None else table_key,
-                         shapes_key=self.shapes_key, image_key=self.image_key, library_id=self.library_id)
+        select = selection(vars(self))
+        if table_key is not None:
+            select["table_key"] = table_key
+        return get_spots(sdata, **select)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(PlotOptions)}
 
 #: the options that only mean something over the image (a plot of curves excludes them)
-SPATIAL = ("shapes_key", "image_key", "library_id", "image", "level", "crop", "size", "alpha", "img_alpha", "outline",
-           "palette", "cmap", "vmin", "vmax", "na_color", "legend", "scalebar")
+SPATIAL = ("shapes_key", "image_key", "library_id", "library_key", "coordinate_system", "image", "level", "crop",
+           "size", "alpha", "img_alpha", "outline", "palette", "cmap", "vmin", "vmax", "na_color", "legend",
+           "scalebar")
 
 _DOCS: dict[str, str] = {
-    "table_key": "Table to read (a SpatialData), ignored for an AnnData.",
+    "table_key": 'Table to read (a SpatialData), ignored for an AnnData. ``None``: the only table, else ``"table"``.',
     "shapes_key": "Spot circles to draw (a SpatialData); inferred when the table annotates one element.",
     "image_key": "Image to draw under the spots (a SpatialData); inferred when one image shares the spots' "
                  "coordinate system.",
     "library_id": 'Library of ``uns["spatial"]`` (a squidpy-style AnnData); inferred when there is one.',
+    "library_key": "``obs`` column naming each spot's library (an AnnData concatenated from sections); all rows "
+                   'must belong to one library, e.g. ``adata[adata.obs[library_key] == "A"]``.',
+    "coordinate_system": "Coordinate system in which the spots are placed on the image (a SpatialData); "
+                         'inferred from those the spots and the image share (``"global"`` first).',
     "image": "Draw the H&E image under the spots (ignored, with spots alone, when the section has none).",
     "level": 'Image level to draw: ``"auto"`` (the coarsest level that keeps about one image pixel per screen '
              "pixel at ``dpi``) or an index into the levels (0 = full resolution).",

@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 __all__ = ["histospace"]
 
 
+def _measured_key(data: Any, key: str, table_key: str | None) -> str:
+    """The table of measured expression: ``table_key``, else the only table besides the predictions ``key``."""
+    if table_key is not None or not is_spatialdata(data):
+        return table_key or K.TABLE
+    others = [t for t in data.tables if t != key]
+    return others[0] if len(others) == 1 else K.TABLE
+
+
 def _measured(data: Any, key: str, table_key: str, genes: list[str]) -> pd.DataFrame | None:
     """Measured expression of ``genes`` as :func:`stfuse.tl.histospace` wrote it beside the predictions.
 
@@ -107,10 +115,11 @@ def histospace(
 
     _, pred_spots, pred = _predictions(sdata, key, opts)
     all_genes = pred.columns.tolist()
-    meas_all = _measured(sdata, key, opts.table_key, all_genes) if (measured or hist) else None
+    meas_key = _measured_key(sdata, key, opts.table_key)
+    meas_all = _measured(sdata, key, meas_key, all_genes) if (measured or hist) else None
     if meas_all is not None and not meas_all.index.isin(pred.index).any():
         meas_all = None  # the predictions are for other spots (tiles): nothing to compare
-    r = gene_correlation(sdata, key=key, table_key=opts.table_key)["r"] if meas_all is not None else None
+    r = gene_correlation(sdata, key=key, table_key=meas_key)["r"] if meas_all is not None else None
     if genes is None:
         genes = (r.dropna().index.tolist() if r is not None else all_genes)[: max(1, int(n_genes))]
     genes = [genes] if isinstance(genes, str) else list(genes)
@@ -123,7 +132,7 @@ def histospace(
 
     meas_spots = None
     if meas_all is not None and measured:
-        meas_spots = opts.get_spots(sdata) if is_spatialdata(sdata) else pred_spots
+        meas_spots = opts.get_spots(sdata, table_key=meas_key) if is_spatialdata(sdata) else pred_spots
     panels = []
     for g in genes:
         if meas_spots is not None:

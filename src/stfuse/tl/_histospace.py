@@ -14,7 +14,7 @@ from .. import data
 from .._docs import inject_docs
 from .._errors import InputError
 from .._results import record, result_uns
-from .._spots import Spots, get_spots, is_spatialdata
+from .._spots import Spots, get_spots, is_spatialdata, selection
 from ..models import HistoSPACE
 
 __all__ = ["histospace"]
@@ -69,9 +69,12 @@ def histospace(
     *,
     genes: Sequence[str] | None = None,
     n_top_genes: int | None = 1000,
-    table_key: str = K.TABLE,
+    table_key: str | None = None,
     shapes_key: str | None = None,
     image_key: str | None = None,
+    library_id: str | None = None,
+    library_key: str | None = None,
+    coordinate_system: str | None = None,
     layer: str | None = None,
     key_added: str = "histospace",
     epochs: int = 50,
@@ -127,6 +130,12 @@ def histospace(
         Spot circles of ``target`` to predict (inferred when there is one candidate). Circles that no
         table annotates are accepted.
     %(image_key)s
+    %(library_id)s
+        For the target (and for training on it when ``reference`` and ``model`` are ``None``).
+    %(library_key)s
+        As ``library_id``.
+    %(coordinate_system)s
+        As ``library_id``.
     layer
         Counts layer instead of ``X``: of the references, and of the target for the measured
         expression written beside the predictions.
@@ -202,12 +211,12 @@ def histospace(
     refs = data.as_list(reference)
     _check_args(refs, model, genes, epochs=epochs, batch_size=batch_size, loss=loss, lr=lr, key_added=key_added,
                 val_fraction=val_fraction, stain=stain, size=size)
-    spots = get_spots(target, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=True,
-                      image_hint=_IMAGE_HINT, require_table=False)
+    select = selection(locals())
+    spots = get_spots(target, **select, need_image=True, image_hint=_IMAGE_HINT, require_table=False)
     tables = list(getattr(target, "tables", {}))
-    if model is None and not refs and tables and table_key not in tables:
-        # nothing else to train on, so the table was meant to exist: refuse, naming the tables there are
-        get_spots(target, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
+    if model is None and not refs and tables and table_key is not None and table_key not in tables:
+        # nothing else to train on, so the named table was meant to exist: refuse, naming the tables there are
+        get_spots(target, **select)
     if model is None and not refs:
         if not spots.table_in_data or spots.table.n_vars == 0:
             raise InputError(
@@ -216,11 +225,13 @@ def histospace(
             )
         log.info("histospace: no reference given; training on the target itself (in-sample predictions)")
         refs = [target]
+    else:  # the references are whole objects: only the table is chosen in them
+        select = {"table_key": table_key}
 
     trained_here = model is None
     with contextlib.ExitStack() as stack:  # owns the temporary tile files
         if model is None:
-            ref_spots = [r.spots for r in data.reference_sections(refs, table_key=table_key, image_for="HistoSPACE",
+            ref_spots = [r.spots for r in data.reference_sections(refs, **select, image_for="HistoSPACE",
                                                                   image_hint=_IMAGE_HINT, need_genes=True)]
             chosen = data.select_genes([s.table for s in ref_spots], genes, n_top_genes=n_top_genes, layer=layer)
             model = HistoSPACE(chosen, finetune_encoder=finetune_encoder, device=device, random_state=random_state,
@@ -252,7 +263,7 @@ def histospace(
               "tta": bool(tta), "random_state": int(random_state), "tile_side_px": data.tile_side(spots, tile),
               "encoder_checksum": model.info.get("encoder_checksum", "")}
     result = {"params": params, "history": model.info.get("history", {}),
-              "inputs": {"table_key": table_key if spots.table_in_data else None, "shapes_key": spots.shapes_key,
+              "inputs": {"table_key": spots.table_key if spots.table_in_data else None, "shapes_key": spots.shapes_key,
                          "image_key": spots.image_key, "layer": layer},
               "extra": {"normalisation": dict(reg.normalisation), "genes": list(model.genes),
                         "references": list(reg.references)}}

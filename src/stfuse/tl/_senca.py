@@ -15,7 +15,7 @@ from .. import _keys as K
 from .. import _logging as log
 from .._docs import inject_docs
 from .._results import record
-from .._spots import Spots, get_spots
+from .._spots import Spots, get_spots, selection
 from ..data import prepare_section
 from ..im import Encoder
 from ..models import SENCA
@@ -34,7 +34,7 @@ _CLUSTER_KWARGS = ("k_range", "max_ward_spots")
 def senca(
     sdata: Any,
     *,
-    table_key: str = K.TABLE,
+    table_key: str | None = None,
     n_clusters: int | None = None,
     key_added: str = "senca",
     n_top_genes: int | None = 500,
@@ -50,6 +50,9 @@ def senca(
     min_counts: int = 10,
     shapes_key: str | None = None,
     image_key: str | None = None,
+    library_id: str | None = None,
+    library_key: str | None = None,
+    coordinate_system: str | None = None,
     random_state: int = 0,
     device: str = "auto",
     copy: bool = False,
@@ -107,6 +110,9 @@ def senca(
         Genes with fewer total counts are dropped [10].
     %(shapes_key)s
     %(image_key)s
+    %(library_id)s
+    %(library_key)s
+    %(coordinate_system)s
     %(random_state)s
     %(device)s
     %(copy)s
@@ -143,8 +149,7 @@ def senca(
     >>> sc.pp.neighbors(adata, use_rep="X_senca")
     >>> sc.tl.umap(adata)  # doctest: +SKIP
     """
-    spots, kw, cluster_kw = _resolve(sdata, kwargs, table_key=table_key, shapes_key=shapes_key,
-                                     image_key=image_key, image=image, image_rep=image_rep)
+    spots, kw, cluster_kw = _resolve(sdata, kwargs, selection(locals()), image=image, image_rep=image_rep)
     n = spots.n_obs
     _check.key_added(key_added)
     _check.n_neighs(n_neighs, n)
@@ -192,11 +197,11 @@ def senca(
     return out
 
 
-def _resolve(sdata: Any, kwargs: dict[str, Any], *, table_key: str, shapes_key: str | None, image_key: str | None,
-             image: bool, image_rep: str | None) -> tuple[Spots, dict[str, Any], dict[str, Any]]:
+def _resolve(sdata: Any, kwargs: dict[str, Any], select: dict[str, Any], *, image: bool, image_rep: str | None
+             ) -> tuple[Spots, dict[str, Any], dict[str, Any]]:
     """The Spots view (with an image unless gene-only or ``image_rep``), model and clustering keyword arguments."""
     _check.known_kwargs(kwargs, "sf.tl.senca", model=_MODEL_KWARGS, clustering=_CLUSTER_KWARGS)
-    spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
+    spots = get_spots(sdata, **select)
     if image and image_rep is None:
         spots.require_image(
             "sf.tl.senca with image=True",

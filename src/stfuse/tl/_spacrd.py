@@ -15,7 +15,7 @@ from .. import data
 from .._docs import inject_docs
 from .._errors import InputError
 from .._results import record
-from .._spots import Spots, get_spots
+from .._spots import Spots, get_spots, selection
 from ..models import SpaCRD, gmm_threshold
 from ..pp import check_counts
 
@@ -105,9 +105,12 @@ def spacrd(
     *,
     label_key: str = K.CANCER,
     positive: Any = True,
-    table_key: str = K.TABLE,
+    table_key: str | None = None,
     shapes_key: str | None = None,
     image_key: str | None = None,
+    library_id: str | None = None,
+    library_key: str | None = None,
+    coordinate_system: str | None = None,
     key_added: str = "spacrd",
     encoder: str | Callable | Any = "histospace",
     weights: str | os.PathLike | None = None,
@@ -168,6 +171,12 @@ def spacrd(
     %(shapes_key)s
         For the target (each reference's spots and image are inferred).
     %(image_key)s
+        For the target.
+    %(library_id)s
+        For the target.
+    %(library_key)s
+        For the target.
+    %(coordinate_system)s
         For the target.
     key_added
         Writes ``obs[f"{key_added}_score"]`` (cancer probability, 0..1), ``obs[key_added]``
@@ -236,8 +245,7 @@ def spacrd(
         val_fraction=val_fraction)
 
     # --- resolve every section before computing anything -------------------------------------
-    spots = get_spots(target, table_key=table_key, shapes_key=shapes_key, image_key=image_key, need_image=use_image,
-                      image_hint=_IMAGE_HINT)
+    spots = get_spots(target, **selection(locals()), need_image=use_image, image_hint=_IMAGE_HINT)
     tname = data.section_name(spots, "target")
     sections = data.reference_sections(refs, table_key=table_key, image_for="SpaCRD with images" if use_image else None,
                                        image_hint=_IMAGE_HINT, label_key=label_key, positive=positive)
@@ -294,7 +302,7 @@ def spacrd(
         params=_params(model, reg, feats, label_key=label_key, n_top_genes=n_top_genes, random_state=random_state,
                        reused=refs == []),
         history=model.info.get("history", {}),
-        inputs={"table_key": table_key, "layer": layer, "image_features": feats.obsm_key if feats is not None else None,
+        inputs={"table_key": spots.table_key, "layer": layer, "image_features": feats.obsm_key if feats is not None else None,
                 "graph": f"knn, {k} neighbours per section"},
         extra={"threshold": thr.as_dict(), "normalisation": dict(reg.normalisation),
                "references": list(reg.references), "genes": list(model.genes or [])},

@@ -17,7 +17,7 @@ from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import InputError, KeyNotFoundError
 from .._results import record
-from .._spots import get_spots
+from .._spots import get_spots, selection
 from ..data import prepare_pcs
 from ._clustering import Flavor, cluster
 
@@ -42,7 +42,7 @@ def _stain_name(stain: Any) -> str:
 def stmic(
     sdata: Any,
     *,
-    table_key: str = K.TABLE,
+    table_key: str | None = None,
     n_pcs: int = 10,
     n_neighs: int = 39,
     resolution: float | None = None,
@@ -62,6 +62,9 @@ def stmic(
     batch_size: int = 64,
     shapes_key: str | None = None,
     image_key: str | None = None,
+    library_id: str | None = None,
+    library_key: str | None = None,
+    coordinate_system: str | None = None,
     copy: bool = False,
 ) -> Any:
     """Image-aware clustering of spots with stMIC (Song et al., PSB).
@@ -130,6 +133,9 @@ def stmic(
         Image patches per encoder batch.
     %(shapes_key)s
     %(image_key)s
+    %(library_id)s
+    %(library_key)s
+    %(coordinate_system)s
     %(copy)s
 
     %(returns_inplace)s
@@ -163,7 +169,7 @@ def stmic(
     n_pcs = _check.positive_int("n_pcs", n_pcs)
     _check.positive("image_weight", image_weight, zero=True)
     _check.positive("size (in spot diameters)", size)
-    spots = get_spots(sdata, table_key=table_key, shapes_key=shapes_key, image_key=image_key)
+    spots = get_spots(sdata, **selection(locals()))
     if modality != "expression":
         spots.require_image("sf.tl.stmic", fix=NO_IMAGE_HINT)
     n = spots.n_obs
@@ -210,13 +216,18 @@ def stmic_markers(
     sdata: Any,
     key: str = "stmic",
     *,
-    table_key: str = K.TABLE,
+    table_key: str | None = None,
     layer: str | None = None,
     method: Literal["wilcoxon", "t-test", "t-test_overestim_var", "logreg"] = "wilcoxon",
     groups: str | list[str] = "all",
     reference: str = "rest",
     n_genes: int | None = None,
     key_added: str = "rank_genes_groups",
+    shapes_key: str | None = None,
+    image_key: str | None = None,
+    library_id: str | None = None,
+    library_key: str | None = None,
+    coordinate_system: str | None = None,
     copy: bool = False,
     **kwargs: Any,
 ) -> Any:
@@ -241,6 +252,11 @@ def stmic_markers(
         As in :func:`scanpy.tl.rank_genes_groups` (``n_genes=None``: every gene).
     key_added
         ``uns`` key of the result (scanpy's default ``"rank_genes_groups"``).
+    %(shapes_key)s
+    %(image_key)s
+    %(library_id)s
+    %(library_key)s
+    %(coordinate_system)s
     %(copy)s
     **kwargs
         Passed to :func:`scanpy.tl.rank_genes_groups`.
@@ -263,7 +279,7 @@ def stmic_markers(
 
     from ..pp import check_counts
 
-    spots = get_spots(sdata, table_key=table_key)
+    spots = get_spots(sdata, **selection(locals()))
     table = spots.table
     if key not in table.obs.columns:
         raise KeyNotFoundError(

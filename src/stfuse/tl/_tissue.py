@@ -12,7 +12,7 @@ from .. import _keys as K
 from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import InputError, KeyNotFoundError, StfuseError
-from .._spots import ImageLevel, Spots, _image_levels, get_spots, is_spatialdata
+from .._spots import ImageLevel, Spots, _image_levels, get_spots, is_spatialdata, selection
 
 __all__ = ["tile_tissue"]
 
@@ -87,6 +87,9 @@ def tile_tissue(
     microns_per_pixel: float | None = None,
     min_tissue: float = 0.5,
     image_key: str | None = None,
+    table_key: str | None = None,
+    shapes_key: str | None = None,
+    coordinate_system: str | None = None,
     key_added: str = "tissue_tiles",
     copy: bool = False,
 ) -> Any:
@@ -117,6 +120,10 @@ def tile_tissue(
     min_tissue
         Minimum fraction of a circle's area on tissue.
     %(image_key)s
+    table_key, shapes_key, coordinate_system
+        The spots (of a table in ``sdata``, on the same image) whose diameter and pixel size fill in
+        what is not given, as in every tool (see :func:`stfuse.tl.stmic`). ``None``: inferred; without
+        such spots, give the size and pixel size.
     key_added
         Name of the new shapes element.
     %(copy)s
@@ -142,8 +149,8 @@ def tile_tissue(
     _check.positive("spacing", spacing)
     _check.in_range("min_tissue", min_tissue, 0.0, 1.0)
     _check.choice("lattice", lattice, ("square", "hex"))
-    diameter, mpp = _circle_size(sdata, image_key, size_um=size_um, size_px=size_px,
-                                 microns_per_pixel=microns_per_pixel)
+    select = selection(locals())  # with the image just picked
+    diameter, mpp = _circle_size(sdata, select, size_um=size_um, size_px=size_px, microns_per_pixel=microns_per_pixel)
 
     frac, scale = _tissue_fraction(levels, diameter)
     xy = _lattice(*levels[0].shape_yx, diameter=diameter, spacing=spacing, lattice=lattice)
@@ -184,7 +191,7 @@ def _pick_image(sdata: Any, image_key: str | None) -> tuple[str, list[ImageLevel
     return image_key, _image_levels(sdata.images[image_key])
 
 
-def _circle_size(sdata: Any, image_key: str, *, size_um: float | None, size_px: float | None,
+def _circle_size(sdata: Any, select: dict[str, Any], *, size_um: float | None, size_px: float | None,
                  microns_per_pixel: float | None) -> tuple[float, float | None]:
     """Circle diameter in level-0 pixels and the pixel size in µm (``None`` if unknown).
 
@@ -193,7 +200,7 @@ def _circle_size(sdata: Any, image_key: str, *, size_um: float | None, size_px: 
     spots = None
     if sdata.tables and (size_px is None or microns_per_pixel is None):
         try:
-            spots = get_spots(sdata, table_key=None, image_key=image_key)
+            spots = get_spots(sdata, **select)
         except StfuseError:
             spots = None
     mpp = microns_per_pixel if microns_per_pixel is not None else (spots.microns_per_pixel if spots else None)
