@@ -259,7 +259,7 @@ def test_spacrd_tool_with_images_and_ablations(image_sections):
     ref_obsm = set(_table(ref).obsm)
     model = sf.tl.spacrd(tgt, ref, encoder=enc, return_model=True, **FAST)
     t = _table(tgt)
-    assert "X_tiny" in t.obsm and "tiny" in t.uns["stfuse_embeddings"]["X_tiny"]["encoder"]  # cached in the target
+    assert "X_tiny_55um" in t.obsm and t.uns["stfuse_embeddings"]["X_tiny_55um"]["encoder"] == "tiny"  # cached
     assert set(_table(ref).obsm) == ref_obsm  # the reference is not modified
     assert model.uses_image and model.info["history"]["pretrain"]["loss"]
     assert np.isfinite(t.obs["spacrd_score"]).all()

@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import _logging as log
 from .._errors import InputError
-from ..nn import ConvEncoder, seeded, train
+from ..nn import ConvEncoder, histospace_autoencoder, seeded, train
 from ._base import BaseModel
 
 __all__ = ["HistoSPACE", "HistoSPACEModule", "dihedral"]
@@ -175,7 +175,7 @@ class HistoSPACE(BaseModel):
         Train the autoencoder's encoder too (paper: frozen). Frozen encoders have their maps computed
         once per tile, which is several times cheaper.
     encoder_weights
-        ``None``: the shipped HistoSPACE autoencoder weights (:func:`stfuse.im._encoders.load_histospace_autoencoder`);
+        ``None``: the shipped HistoSPACE autoencoder weights (:func:`stfuse.nn.histospace_autoencoder`);
         a path to other autoencoder weights; ``"random"``: no pretraining (for tests and ablations).
         Loaded when :meth:`fit` is first called.
     tile_px
@@ -247,9 +247,7 @@ class HistoSPACE(BaseModel):
         if weights == "random":
             self.info["encoder_checksum"] = "random"
             return
-        from ..im._encoders import load_histospace_autoencoder
-
-        ae, checksum = load_histospace_autoencoder(weights)
+        ae, checksum = histospace_autoencoder(weights)
         self.module.encoder.load_state_dict(ae.encoder.state_dict())
         self.info["encoder_checksum"] = checksum
 
