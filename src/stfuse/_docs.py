@@ -71,12 +71,15 @@ above; the object is left unchanged if the computation fails.""",
 }
 
 
-def inject_docs(func: F) -> F:
-    """Replace ``%(name)s`` lines in ``func.__doc__`` by the shared parameter texts."""
-    doc = func.__doc__
-    if not doc:
-        return func
-    doc = textwrap.dedent(doc) if not doc.startswith("\n") else doc
+def expand_docs(doc: str) -> str:
+    r"""``doc`` with every ``%(name)s`` line replaced by the shared parameter text, indented like it.
+
+    Examples
+    --------
+    >>> from stfuse._docs import expand_docs
+    >>> expand_docs("Parameters\n----------\n%(copy)s").splitlines()[2]
+    'copy'
+    """
     for name, text in _PARAMS.items():
         token = f"%({name})s"
         while token in doc:
@@ -84,5 +87,14 @@ def inject_docs(func: F) -> F:
             line_start = doc.rfind("\n", 0, start) + 1
             indent = doc[line_start:start]
             doc = doc[:line_start] + textwrap.indent(text, indent) + doc[start + len(token) :]
-    func.__doc__ = doc
+    return doc
+
+
+def inject_docs(func: F) -> F:
+    """Replace ``%(name)s`` lines in ``func.__doc__`` by the shared parameter texts."""
+    doc = func.__doc__
+    if not doc:
+        return func
+    doc = textwrap.dedent(doc) if not doc.startswith("\n") else doc
+    func.__doc__ = expand_docs(doc)
     return func
