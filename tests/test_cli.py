@@ -144,17 +144,21 @@ def test_senca_model_refused_and_save_model(toy_zarr, tmp_path, capsys):
     assert sd.read_zarr(toy_zarr).tables["table"].obs["senca"].nunique() == 3
 
 
-@pytest.mark.parametrize("after_temporary_write", [False, True])
-def test_interrupted_in_place_update_keeps_the_table(toy_zarr, monkeypatch, after_temporary_write):
+@pytest.mark.parametrize("after_staging_write", [False, True])
+def test_interrupted_in_place_update_keeps_the_table(toy_zarr, monkeypatch, after_staging_write):
     """An interruption while the updated table is written leaves the user's table readable on disk."""
-    write = sd.SpatialData.write_element
+    write_element, write = sd.SpatialData.write_element, sd.SpatialData.write
 
-    def interrupted(self, name, *args, **kwargs):
-        if after_temporary_write:
-            write(self, name, *args, **kwargs)
-        raise KeyboardInterrupt
+    def interrupted(original):
+        def run(self, *args, **kwargs):
+            if after_staging_write:
+                original(self, *args, **kwargs)
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(sd.SpatialData, "write_element", interrupted)
+        return run
+
+    monkeypatch.setattr(sd.SpatialData, "write_element", interrupted(write_element))
+    monkeypatch.setattr(sd.SpatialData, "write", interrupted(write))
     with pytest.raises(KeyboardInterrupt):
         main(["run", "stmic", str(toy_zarr), "--n-clusters", "3", "--modality", "expression"])
     monkeypatch.undo()
@@ -165,6 +169,16 @@ def test_interrupted_in_place_update_keeps_the_table(toy_zarr, monkeypatch, afte
     assert main(["run", "stmic", str(toy_zarr), "--n-clusters", "3", "--modality", "expression"]) == 0
     back = sd.read_zarr(toy_zarr)
     assert list(back.tables) == ["table"] and back.tables["table"].obs["stmic"].nunique() == 3
+    assert sorted(p.name for p in toy_zarr.parent.iterdir()) == ["toy.zarr"]  # no staging store left
+
+
+def test_killed_between_the_renames_is_recovered(toy_zarr):
+    """A kill between the two renames of the swap is undone by the next run."""
+    os.replace(toy_zarr / "tables" / "table", toy_zarr / "tables" / "table_stfuse_old")
+    assert main(["run", "stmic", str(toy_zarr), "--n-clusters", "3", "--modality", "expression"]) == 0
+    back = sd.read_zarr(toy_zarr)
+    assert list(back.tables) == ["table"] and back.tables["table"].obs["stmic"].nunique() == 3
+    assert sorted(p.name for p in (toy_zarr / "tables").iterdir()) == ["table", "zarr.json"]
 
 
 def test_parser_imports_no_heavy_module():

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -334,34 +335,55 @@ def _read_st(args: argparse.Namespace) -> str:
     return f"wrote {out}: {t.n_obs} spots, {t.n_vars} genes, images: {list(sdata.images)}"
 
 
+_OLD = "_stfuse_old"  # suffix of a table being replaced, between the two renames of the swap
+
+
+def _staging(store: Path) -> Path:
+    """Where an updated table is written before it replaces the old one: beside the store, same file system."""
+    return store.parent / f".{store.name}.stfuse-tmp"
+
+
+def _recover(store: Path) -> None:
+    """Undo what an interrupted in-place update left: a table renamed away for the swap, a staging store."""
+    tables = store / "tables"
+    for old in tables.glob(f"*{_OLD}") if tables.is_dir() else []:
+        name = tables / old.name[: -len(_OLD)]
+        if name.exists():  # the swap completed: the old copy is garbage
+            shutil.rmtree(old)
+        else:
+            os.replace(old, name)
+    shutil.rmtree(_staging(store), ignore_errors=True)
+
+
 def _write_tables_in_place(sdata: Any, names: list[str], existing: set[str]) -> None:
     """Write ``sdata.tables[names]`` into the store ``sdata`` was read from without ever losing a table on disk.
 
-    A table already on disk is written under a temporary name first; only when that write is complete is
-    it swapped with the old one (two directory renames), so an interruption leaves the old table in place.
+    A table already in the store is first written completely to a staging store beside it, then swapped
+    with the old one by two directory renames; an interruption before the swap leaves the store as it was,
+    and one between the renames is undone by the next ``stfuse run`` (:func:`_recover`).
     """
-    root = Path(sdata.path) / "tables"
+    import spatialdata as sd
+
+    store = Path(sdata.path)
+    staging = _staging(store)
     for name in names:
         if name not in existing:
             sdata.write_element(name)
             continue
-        tmp, old = root / f"{name}_stfuse_tmp", root / f"{name}_stfuse_old"
-        if old.exists() and not (root / name).exists():  # a previous run stopped between the renames
-            os.replace(old, root / name)
-        for stale in (tmp, old):
-            shutil.rmtree(stale, ignore_errors=True)
-        sdata.tables[tmp.name] = sdata.tables[name]
+        shutil.rmtree(staging, ignore_errors=True)
         try:
-            sdata.write_element(tmp.name)
+            with warnings.catch_warnings():  # the staging store holds the table without the spots it annotates
+                warnings.filterwarnings("ignore", message="The table is annotating", category=UserWarning)
+                staged = sd.SpatialData(tables={name: sdata.tables[name]})
+            staged.write(staging)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            sdata.write_consolidated_metadata()
+            shutil.rmtree(staging, ignore_errors=True)
             raise
-        finally:
-            del sdata.tables[tmp.name]
-        os.replace(root / name, old)
-        os.replace(tmp, root / name)
+        table, old = store / "tables" / name, store / "tables" / f"{name}{_OLD}"
+        os.replace(table, old)
+        os.replace(staging / "tables" / name, table)
         shutil.rmtree(old)
+        shutil.rmtree(staging)
     sdata.write_consolidated_metadata()
 
 
@@ -372,6 +394,7 @@ def _run(args: argparse.Namespace) -> str:
         raise FileNotFoundError(f"input {src} does not exist")
     if args.out and Path(args.out).exists() and not args.overwrite:
         raise StfuseError(f"{args.out} exists; pass --overwrite to replace it.")
+    _recover(src)
     import spatialdata as sd
 
     from . import models, tl
