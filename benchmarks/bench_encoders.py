@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.time()
         sdata = sf.datasets.her2st(s)
         spots = get_spots(sdata)
-        labels[s] = spots.table.obs["cluster"].astype("string").to_numpy()
+        labels[s] = spots.table.obs["cluster"].copy()
         expr[s] = spots.table
         for pname, (size, spacings) in PATCHES.items():
             native, side = section_patches(spots, size, spacings)
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> None:
                 tag = "native" if f == 1.0 else f"{f}x"
                 sc = []
                 for s in args.sections:
-                    keep = ~np.isin(labels[s], ["", "<NA>"]) & (labels[s] == labels[s])
-                    y = np.asarray(labels[s][keep], dtype=str)
+                    keep = labels[s].notna().to_numpy()
+                    y = labels[s][keep].astype(str).to_numpy()
                     sc.append(cluster_scores(feats[s, name, pname, f][keep], y))
                 sc = np.asarray(sc)
                 row[f"kNN acc {tag}"] = float(sc[:, 0].mean())

@@ -34,7 +34,7 @@ def test_embed_on_a_local_cluster_equals_single_process():
         sf.im.embed(sdata, enc, batch_size=8)  # embed writes as usual
     assert not par.cached and par.provenance == single.provenance
     np.testing.assert_allclose(par.X, single.X, rtol=1e-5, atol=1e-6)
-    assert sdata.tables["table"].obsm["X_tiny"].shape == (64, 8)
+    assert sdata.tables["table"].obsm["X_tiny_55um"].shape == (64, 8)
 
 
 def test_client_true_without_cluster():

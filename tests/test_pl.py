@@ -302,3 +302,13 @@ def test_read_rgb_of_an_image_level(toy):
     assert to_uint8_rgb(np.full((4, 1, 1), 65535, np.uint16)).ravel().tolist() == [255, 255, 255]  # alpha dropped
     with pytest.raises(sf.InputError, match="3 channels"):
         to_uint8_rgb(np.zeros((2, 1, 1)))
+
+
+def test_loss_plots_nested_training_stages():
+    sdata = sf.datasets.toy(n_spots=50, image=False)
+    sdata.tables["table"].uns["two_stage"] = {"params": {}, "history": {"loss": [3.0, 2.0],
+                                                                        "pretrain": {"loss": [5.0, 4.0, 3.0]}}}
+    fig = sf.pl.loss(sdata, "two_stage", show=False)
+    assert [a.get_title() for a in fig.axes] == ["loss", "pretrain/loss"]
+    assert len(fig.axes[1].lines[0].get_ydata()) == 3
+    plt.close(fig)

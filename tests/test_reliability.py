@@ -62,7 +62,7 @@ def _interrupt(monkeypatch, name):
 
         monkeypatch.setattr(torch.optim.Adam, "step", step)
     else:  # stMIC: interrupt the community search, after the features were computed
-        import stfuse.tl._stmic as mod
+        import stfuse.tl._clustering as mod
 
         monkeypatch.setattr(mod, "cluster_n", boom)
     return calls

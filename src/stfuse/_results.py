@@ -137,5 +137,5 @@ def read(data: Any, key: str, *, table_key: str | None = K.TABLE, tool: str | No
         raise KeyNotFoundError(f"No results under uns[{key!r}]: {run}. Results in this table: {found}.")
     uns = table.uns[key]
     return Result(key=key, table=table, uns=uns, params=dict(uns.get("params", {})),
-                  history={k: np.asarray(v, dtype=float) for k, v in dict(uns.get("history", {})).items()},
+                  history=_history(dict(uns.get("history", {}))),
                   inputs=dict(uns.get("inputs", {})))

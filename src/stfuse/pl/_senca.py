@@ -120,7 +120,7 @@ def loss(
             f"uns[{key!r}] holds no per-epoch losses under {loss_key!r}; this tool did not store a training "
             "history (pass loss_key=... if it uses another key)."
         )
-    hist = {str(k): np.asarray(v, dtype=float).ravel() for k, v in raw.items()}
+    hist = _flat(raw)
     names = list(terms) if terms is not None else sorted(hist, key=lambda t: t != "loss")
     missing = [t for t in names if t not in hist]
     if missing:
@@ -129,3 +129,14 @@ def loss(
         raise InputError("terms is empty; give at least one loss term.")
     panels = [Panel(plot=functools.partial(_curve, y=hist[n], name=n, logy=logy)) for n in names]
     return draw(None, panels, opts, aspect=1.3)
+
+
+def _flat(history: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:
+    """Per-epoch curves by term; a nested stage (e.g. SpaCRD's ``pretrain``) gives ``"stage/term"``."""
+    out: dict[str, np.ndarray] = {}
+    for k, v in history.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = np.asarray(v, dtype=float).ravel()
+    return out
