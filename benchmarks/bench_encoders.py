@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         "macro-F1, C=0.1; ridge: mean per-gene r, LOSO over C2–C6 and C2–C6→B4, trained at native resolution). "
         "0.3x: test patches read as from an image down-scaled to 0.3x."
         + (f" tissue weights: `{args.weights}`." if args.weights else "")
-        + "\n\n" + table(rows) + "\n\nThroughput on 512 one-diameter patches of "
+        + "\n\n" + table(rows) + f"\n\nThroughput on the {tput[0]['tiles']} one-diameter patches of "
         + f"{args.sections[0]} (uint8 -> features, batches of 64):\n\n" + table(tput)
     )
     print(body)

@@ -278,3 +278,20 @@ def test_her2st_full_jpeg_patches(c2):
     patches = np.concatenate([b.patches for b in batches])
     assert (inside == 1).all() and patches.shape == (spots.n_obs, 3, 64, 64)
     assert patches.mean() < 230  # tissue under spots, not white background
+
+
+def test_tissue_encoder_shipped_weights():
+    import json
+
+    from stfuse.nn._vision import SHIPPED
+
+    path = SHIPPED["tissue"][0]
+    assert path.is_file() and path.stat().st_size < 5e6
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["training"]["objective"].startswith("SimCLR") and record["training"]["steps"] > 0
+    enc = sf.im.get_encoder("tissue")
+    assert enc.input_px == 64 and enc.output_dim == 384 and len(enc.checksum) == 16
+    small = sf.datasets.toy(n_spots=36, seed=2)
+    feats = sf.im.image_features(get_spots(small), "tissue", batch_size=36)
+    assert feats.X.shape == (36, 384) and np.isfinite(feats.X).all() and feats.X.std(axis=0).max() > 0
+    assert feats.obsm_key == "X_tissue_55um"

@@ -164,7 +164,7 @@ def image_features(
     """Features of every spot's patch: from the ``obsm`` cache when its provenance matches, else computed.
 
     This is what the tools call; nothing is written to the user's object here. Parameters are those
-    of :func:`stfuse.im.embed` (``obsm_key`` is the full key, e.g. ``"X_histospace"``).
+    of :func:`stfuse.im.embed` (``obsm_key`` is the full key, e.g. ``"X_histospace_55um"``).
 
     Returns
     -------
@@ -179,7 +179,7 @@ def image_features(
     >>> spots = get_spots(sf.datasets.toy(n_spots=100))
     >>> feats = sf.im.image_features(spots, "histospace", batch_size=100)
     >>> feats.X.shape, feats.obsm_key, feats.cached
-    ((100, 256), 'X_histospace', False)
+    ((100, 256), 'X_histospace_55um', False)
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be positive, got {batch_size}.")
@@ -269,7 +269,9 @@ def embed(
     weights
         Local weights file for a named encoder.
     key_added
-        ``obsm`` key suffix; default the encoder name (``X_histospace``, ``X_resnet50``).
+        ``obsm`` key suffix; default the encoder name, the patch's physical side and the stain
+        (:func:`embedding_key`: ``X_histospace_55um``, ``X_resnet50_200um_macenko``), so features of other
+        patch sizes get their own entries. Reusing a key that holds other features warns and replaces them.
     batch_size
         Patches per batch.
     %(device)s
@@ -294,9 +296,9 @@ def embed(
     >>> import stfuse as sf
     >>> sdata = sf.datasets.toy(n_spots=100)
     >>> sf.im.embed(sdata)
-    >>> sdata.tables["table"].obsm["X_histospace"].shape
+    >>> sdata.tables["table"].obsm["X_histospace_55um"].shape
     (100, 256)
-    >>> sdata.tables["table"].uns["stfuse_embeddings"]["X_histospace"]["stain"]
+    >>> sdata.tables["table"].uns["stfuse_embeddings"]["X_histospace_55um"]["stain"]
     'none'
 
     In parallel on a local dask cluster:

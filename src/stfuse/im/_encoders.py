@@ -241,7 +241,7 @@ class EncoderRegistry(dict):
     --------
     >>> import stfuse as sf
     >>> sorted(sf.im.encoders)
-    ['histospace', 'resnet50']
+    ['histospace', 'resnet50', 'tissue']
     """
 
     def register(self, name: str, factory: Callable[..., Encoder]) -> None:
@@ -259,7 +259,9 @@ def get_encoder(encoder: str | Encoder | nn.Module | Callable, *, weights: str |
     Parameters
     ----------
     encoder
-        ``"histospace"`` (default of every tool; offline), ``"resnet50"`` (ImageNet; ``weights=path`` or
+        ``"histospace"`` (default of every tool; offline), ``"tissue"`` (offline; a small CNN trained
+        self-supervised with resolution augmentation by ``scripts/train_tissue_encoder.py``: level with
+        ``"histospace"`` on HER2ST and about 8x faster, see ``benchmarks/RESULTS.md``), ``"resnet50"`` (ImageNet; ``weights=path`` or
         downloaded once), ``"timm:<model>"`` (needs timm and ``weights=path``), an :class:`Encoder`, or any
         module/callable mapping a ``(b, 3, 224, 224)`` ImageNet-normalised batch to ``(b, d)`` features.
     weights
