@@ -261,7 +261,7 @@ def get_encoder(encoder: str | Encoder | nn.Module | Callable, *, weights: str |
     encoder
         ``"histospace"`` (default of every tool; offline), ``"tissue"`` (offline; a small CNN trained
         self-supervised with resolution augmentation by ``scripts/train_tissue_encoder.py``: level with
-        ``"histospace"`` on HER2ST and about 8x faster, see ``benchmarks/RESULTS.md``), ``"resnet50"`` (ImageNet; ``weights=path`` or
+        ``"histospace"`` on HER2ST and about 7x faster, see ``benchmarks/RESULTS.md``), ``"resnet50"`` (ImageNet; ``weights=path`` or
         downloaded once), ``"timm:<model>"`` (needs timm and ``weights=path``), an :class:`Encoder`, or any
         module/callable mapping a ``(b, 3, 224, 224)`` ImageNet-normalised batch to ``(b, d)`` features.
     weights
