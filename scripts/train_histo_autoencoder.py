@@ -22,11 +22,7 @@ Usage (the shipped weights; about 6 min on 2 shared CPU cores)::
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -36,6 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from _weights import command, data_root, save_weights  # noqa: E402
 
 import stfuse as sf  # noqa: E402
 from stfuse._spots import get_spots  # noqa: E402
@@ -62,13 +60,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return p.parse_args(argv)
-
-
-def data_root(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("STFUSE_DATA")
-    return Path(env) / "her2st" if env else ROOT.parent / "shared" / "data" / "her2st"
 
 
 def collect_tiles(root: Path, sections: list[str], *, extra: int, min_inside: float, rng: np.random.Generator):
@@ -181,13 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"final reconstruction MSE on 128 px tiles: train {train_mse:.5f} (1024 tiles), val {val_mse:.5f}; "
           f"mean-colour baseline on val {mean_colour_mse:.5f}", flush=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in ae.state_dict().items()}
-    torch.save(state, args.out)
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
     record = {
-        "command": "python scripts/train_histo_autoencoder.py" + ("" if argv is None and len(sys.argv) == 1 else
-                                                                   " " + shlex.join(argv if argv is not None else sys.argv[1:])),
+        "command": command("train_histo_autoencoder.py", argv),
         "model": "stfuse.nn.ConvAutoencoder (HistoSPACE: Conv3x3 3-32-64-128 + BN + ReLU + MaxPool2, mirrored decoder, sigmoid)",
         "data": {"source": "HER2ST (Andersson et al. 2021), ST-imgs", "sections": info,
                  "tile_px": TILE, "tile_side": "1 spot diameter (sf.im patch extraction), resized to 128 px",
@@ -202,12 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
                     "val_mse": [round(v, 6) for v in history["val_loss"]]},
         "final": {"train_mse": round(train_mse, 6), "val_mse": round(val_mse, 6),
                   "val_mean_colour_baseline_mse": round(mean_colour_mse, 6)},
-        "sha256": digest,
         "stfuse_version": sf.__version__,
     }
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) and {args.out.with_suffix('.json').name}")
-    return record
+    return save_weights(ae, args.out, record)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,8 @@ Usage (the shipped weights; runs in the background on one CPU core)::
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
-import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -45,9 +41,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _weights import command, data_root, save_weights  # noqa: E402
+
 import stfuse as sf  # noqa: E402
 from stfuse._spots import get_spots  # noqa: E402
-from stfuse.im._patches import iter_patches  # noqa: E402
+from stfuse.im import iter_patches  # noqa: E402
 from stfuse.nn import TissueCNN, nt_xent, seeded  # noqa: E402
 
 SECTIONS = ("B4", "C2", "C3", "C4", "C5", "C6")
@@ -79,13 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return p.parse_args(argv)
-
-
-def data_root(arg: str | None) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("STFUSE_DATA")
-    return Path(env) / "her2st" if env else ROOT.parent / "shared" / "data" / "her2st"
 
 
 def collect_tiles(root: Path, args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -230,13 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_s = time.time() - t_train
 
     enc = model.encoder.eval()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in enc.state_dict().items()}
-    torch.save(state, args.out)
-    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
     record = {
-        "command": "python scripts/train_tissue_encoder.py" + ("" if argv is None and len(sys.argv) == 1 else
-                                                                " " + shlex.join(argv if argv is not None else sys.argv[1:])),
+        "command": command("train_tissue_encoder.py", argv),
         "model": f"stfuse.nn.TissueCNN(widths={enc.widths}), {sum(p.numel() for p in enc.parameters())} parameters",
         "data": {"source": "HER2ST (Andersson et al. 2021), ST-imgs", "sections": info, "tiles": len(x_all),
                  "sides_um": args.sides_um, "store_px": args.store_px,
@@ -253,12 +239,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "total_seconds": round(time.time() - t_start, 1)},
         "history": {"loss_per_50_steps": [round(float(np.mean(history[i:i + 50])), 4)
                                           for i in range(0, len(history), 50)]},
-        "sha256": digest,
         "stfuse_version": sf.__version__,
     }
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) and {args.out.with_suffix('.json').name}")
-    return record
+    return save_weights(enc, args.out, record)
 
 
 if __name__ == "__main__":
