@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     labels, expr, tput = {}, {}, []
     cache = sf.settings.cachedir / "bench_encoders"  # features of frozen extractors, reused across runs
     cache.mkdir(parents=True, exist_ok=True)
-    tag = {"mean RGB": "rgb", "squidpy summary+histogram+texture": "squidpy",
+    cache_tag = {"mean RGB": "rgb", "squidpy summary+histogram+texture": "squidpy",
            **{name: f"{name}-{enc.checksum}" for name, enc in encs.items()}}
     for s in args.sections:
         t0 = time.time()
@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                     tput = throughput(encs, native[:512])
             for f in FACTORS:
                 P = degrade(native, side, f)
-                for name in tag:
-                    path = cache / f"{s}_{tag[name]}_{pname.split()[0]}{pname.split()[1][:3]}_{f}.npy"
+                for name in cache_tag:
+                    path = cache / f"{s}_{cache_tag[name]}_{pname.split()[0]}{pname.split()[1][:3]}_{f}.npy"
                     if path.is_file():
                         feats[s, name, pname, f] = np.load(path)
                         continue

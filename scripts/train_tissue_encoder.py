@@ -79,9 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def collect_tiles(root: Path, args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """uint8 tiles ``(n, 3, store_px, store_px)`` covering the tissue of every section, and a summary."""
-    tiles, info = [], {}
+def collect_tiles(root: Path, args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """uint8 tiles ``(n, 3, store_px, store_px)`` over the tissue of every section, their sides (µm), a summary."""
+    tiles, sides, info = [], [], {}
     for s in args.sections:
         t0 = time.time()
         sdata = sf.datasets.her2st(s, root)
@@ -106,11 +106,12 @@ def collect_tiles(root: Path, args: argparse.Namespace, rng: np.random.Generator
                 ok[b.index] = (b.inside > 0.95) & (tissue.mean(axis=(1, 2)) > 0.5)
             keep = np.flatnonzero(ok)[:per_side]
             tiles.append(out[keep])
+            sides.append(np.full(len(keep), side_um, np.float32))
             kept_s += len(keep)
         info[s] = {"spots": int(spots.n_obs), "tiles": kept_s, "microns_per_pixel": round(float(mpp), 4)}
         print(f"{s}: {kept_s} tissue tiles ({time.time() - t0:.0f} s)", flush=True)
         del sdata, spots
-    return np.concatenate(tiles), info
+    return np.concatenate(tiles), np.concatenate(sides), info
 
 
 def hed_jitter(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
@@ -177,15 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     sf.settings.verbosity = 0
     t_start = time.time()
     rng = np.random.default_rng(args.seed)
-    tiles, info = collect_tiles(data_root(args.data), args, rng)
-    n_scales = len(args.sides_um)
-    # tiles were appended per section and per side: recover each tile's physical side
-    sides = []
-    for s in args.sections:
-        per_side = -(-args.tiles_per_section // n_scales)
-        counts = info[s]["tiles"]
-        sides += [args.sides_um[min(i // per_side, n_scales - 1)] for i in range(counts)]
-    side_um = torch.tensor(sides, dtype=torch.float32)
+    tiles, sides, info = collect_tiles(data_root(args.data), args, rng)
+    side_um = torch.from_numpy(sides)
     x_all = torch.from_numpy(tiles)
     print(f"{len(x_all)} tiles ({x_all.numel() / 1e9:.2f} GB) in {time.time() - t_start:.0f} s", flush=True)
 
