@@ -1,21 +1,24 @@
-"""Evaluate sf.tl.senca (ARI) on the toy section and HER2ST, against simple baselines, in one run.
+"""Evaluate sf.tl.senca (ARI) on the toy section and HER2ST against simple baselines in the same run.
 
-``python -m benchmarks.eval_senca [--toy-spots 900] [--labelled B1 C1 ...] [--sections B4 C2 ...]
-[--epochs 10] [--seeds 0] [--no-append]``
+``python -m benchmarks.eval_senca [--parts toy labelled author] [--seeds 0 1 2] [--ablation]
+[--config '{"contrast": "shared"}'] [--no-append]``
 
-- toy (``sf.datasets.toy``, truth ``obs["region"]``, 4 regions): SENCA fused vs ``image=False`` vs an
-  image-only clustering (Ward on the first 20 principal components of the standardised image features);
+- toy (``sf.datasets.toy``, 900 spots, truth ``obs["region"]``, 4 regions): fused vs ``image=False``;
 - the 7 pathologist-labelled sections (no image here; ``image=False``): ``n_clusters`` = number of
-  non-"undetermined" classes, ARI on the labelled spots; compared with scanpy PCA + Leiden (resolution
-  bisected to give ``n_clusters``) and with PCA + 4-neighbour smoothing + KMeans (the same genes);
+  non-"undetermined" classes, ARI on the labelled spots;
 - B4, C2–C6 (with image): fused vs ``image=False`` against the authors' clusters ``obs["cluster"]``.
 
-Image features (``encoder="histospace"``) are computed once per section inside the run.
+Baselines on the same sections and seeds: PCA (20 components) of the 2000 most variable genes
+(scanpy ``seurat`` flavour on log-normalised counts), averaged over each spot and its 4 nearest spots,
+then k-means or a Gaussian mixture (the strongest simple baselines we found; smoothing matters, the
+clusterer less). Every number is the mean ± sd over seeds of the per-section mean ARI.
+``--ablation`` adds rows that switch off one part of SENCA at a time (toy and B4/C2–C6, fused).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -24,163 +27,130 @@ import numpy as np
 
 import stfuse as sf
 from stfuse import _keys as K
+from stfuse.data import pca
+from stfuse.tl._clustering import cluster
 
-from ._util import append_results, measure, table
+from ._util import append_results, table
 
 LABELLED = ("B1", "C1", "D1", "E1", "F1", "G2", "H1")
 SECTIONS = ("B4", "C2", "C3", "C4", "C5", "C6")
+#: one change at a time from the defaults
+ABLATIONS = {
+    "contrast on R, H (default)": {},
+    "contrast on two views of S": {"contrast": "shared"},
+    "no contrast (MSE only)": {"contrast": "none"},
+    "no reconstruction (λ = 0)": {"lam": 0.0},
+    "spot-level contrast (not hierarchical)": {"hierarchical": False},
+    "no cross-attention": {"cross_attention": False},
+    "paper literal (40 steps, Ward, reconstruct R⊕H)": {"steps": 40, "cluster_method": "ward", "reconstruct": "input",
+                                                      "target_pcs": None, "propagation_hops": 1},
+}
 
 
-def _labelled(obs_col) -> tuple[np.ndarray, np.ndarray, int]:
-    lab = obs_col.astype(str).to_numpy()
-    ok = ~np.isin(np.char.lower(lab.astype(str)), [u.lower() for u in K.UNDETERMINED] + ["nan", "none"])
+def _truth(sdata, labelled: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    t = sdata.tables["table"]
+    col = t.obs[K.LABEL if labelled else K.CLUSTER]
+    lab = col.astype(str).to_numpy().astype(str)
+    if labelled:
+        ok = ~np.isin(np.char.lower(lab), [u.lower() for u in K.UNDETERMINED] + ["nan", "none"])
+    else:
+        ok = col.notna().to_numpy()
     return lab, ok, len(np.unique(lab[ok]))
 
 
-def _pca(X: np.ndarray, n: int = 50) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
-    return PCA(n_components=min(n, *X.shape) - 1, random_state=0).fit_transform(X)
-
-
-def leiden_k(X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """scanpy PCA + neighbours + Leiden, resolution bisected to give ``k`` clusters (closest found)."""
-    import anndata as ad
-    import scanpy as sc
-
-    a = ad.AnnData(X.astype(np.float32))
-    sc.pp.pca(a, n_comps=min(50, X.shape[0] - 1, X.shape[1] - 1), random_state=seed)
-    sc.pp.neighbors(a, random_state=seed)
-    lo, hi, best, best_gap = 0.01, 5.0, None, None
-    for _ in range(30):
-        r = (lo + hi) / 2
-        sc.tl.leiden(a, resolution=r, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
-        n = a.obs["leiden"].nunique()
-        if best_gap is None or abs(n - k) < best_gap:
-            best, best_gap = a.obs["leiden"].to_numpy(), abs(n - k)
-        if n == k:
-            break
-        lo, hi = (r, hi) if n < k else (lo, r)
-    return best
-
-
-def smooth_kmeans(X: np.ndarray, xy: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """PCA (50) averaged over each spot and its 4 nearest spots, then KMeans."""
-    from sklearn.cluster import KMeans
-
-    P = _pca(X)
-    nbr, _ = sf.gr.knn(xy, 4)
-    ok = nbr >= 0
-    Ps = (P + np.where(ok[..., None], P[nbr.clip(0)], 0).sum(1)) / (1 + ok.sum(1))[:, None]
-    return KMeans(k, n_init=10, random_state=seed).fit_predict(Ps)
-
-
-def _senca(sdata, k: int, *, image: bool, epochs: int, seed: int, key: str):
-    return measure(lambda: sf.tl.senca(sdata, n_clusters=k, image=image, epochs=epochs, random_state=seed,
-                                       key_added=key))
-
-
-def toy_rows(n_spots: int, epochs: int, seeds: list[int]) -> list[dict]:
-    from sklearn.cluster import AgglomerativeClustering
-
-    rows = []
-    sdata = sf.datasets.toy(n_spots=n_spots, seed=0)
+def baseline(sdata, k: int, seed: int, method: str) -> np.ndarray:
+    """PCA 20 of 2000 HVG, averaged over each spot and its 4 nearest spots, then ``method``."""
     t = sdata.tables["table"]
+    X = sf.pp.prepare_expression(t, min_counts=10, n_top_genes=2000, flavor="seurat").X
+    P, _ = pca(X, 20, seed)
+    nbr, _ = sf.gr.knn(np.asarray(t.obsm["spatial"], float), 4)
+    ok = nbr >= 0
+    P = (P + np.where(ok[..., None], P[nbr.clip(0)], 0).sum(1)) / (1 + ok.sum(1))[:, None]
+    return cluster(P, k, method=method, random_state=seed)[0]
+
+
+def _score(sdata, k, truth, ok, seeds, rows_by_name, name, run):
     for seed in seeds:
-        s1, m1, _ = _senca(sdata, 4, image=True, epochs=epochs, seed=seed, key="fused")
-        s2, m2, _ = _senca(sdata, 4, image=False, epochs=epochs, seed=seed, key="gene")
-        F = np.asarray(t.obsm[t.uns["fused"]["params"]["image_features"]])
-        Fz = (F - F.mean(0)) / (F.std(0) + 1e-6)
-        img = AgglomerativeClustering(4, linkage="ward").fit_predict(_pca(Fz, 21))
-        rows.append({"section": f"toy{n_spots}", "seed": seed,
-                     "SENCA fused": sf.metrics.ari(t.obs["region"], t.obs["fused"]),
-                     "SENCA image=False": sf.metrics.ari(t.obs["region"], t.obs["gene"]),
-                     "image-only (Ward, PCA 20)": sf.metrics.ari(t.obs["region"], img),
-                     "s fused": s1, "s gene": s2, "peak MiB": max(m1, m2)})
-        print(rows[-1], flush=True)
-    return rows
+        t0 = time.perf_counter()
+        labels = run(seed)
+        rows_by_name.setdefault(name, []).append((seed, sf.metrics.ari(truth[ok], np.asarray(labels)[ok]),
+                                                   time.perf_counter() - t0))
 
 
-def labelled_rows(sections: list[str], epochs: int, seeds: list[int]) -> list[dict]:
-    rows = []
-    for s in sections:
-        sdata = sf.datasets.her2st(s)
+def evaluate(part: str, seeds: list[int], configs: dict[str, dict], baselines: bool) -> dict[str, dict]:
+    """``{method: {section: [(seed, ari, seconds), ...]}}`` for one part of the benchmark."""
+    if part == "toy":
+        sections = {"toy900": sf.datasets.toy(n_spots=900, seed=0)}
+    else:
+        sections = {s: sf.datasets.her2st(s, image=part == "author") for s in (LABELLED if part == "labelled" else SECTIONS)}
+    out: dict[str, dict] = {}
+    for name, sdata in sections.items():
         t = sdata.tables["table"]
-        lab, ok, k = _labelled(t.obs[K.LABEL])
-        X = sf.pp.prepare_expression(t, min_counts=10, n_top_genes=500, flavor="seurat").X
-        xy = np.asarray(t.obsm["spatial"], float)
-        row = {"section": s, "n_clusters": k, "spots": int(ok.sum())}
-        aris = []
-        for seed in seeds:
-            sec, _, _ = _senca(sdata, k, image=False, epochs=epochs, seed=seed, key="senca")
-            aris.append(sf.metrics.ari(lab[ok], t.obs["senca"].to_numpy()[ok]))
-        row["SENCA image=False"] = float(np.mean(aris))
-        row["PCA+leiden"] = sf.metrics.ari(lab[ok], leiden_k(X, k)[ok])
-        row["PCA+smooth4+KMeans"] = sf.metrics.ari(lab[ok], smooth_kmeans(X, xy, k)[ok])
-        row["s SENCA"] = sec
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+        if part == "toy":
+            truth, ok, k = t.obs["region"].astype(str).to_numpy(), np.ones(t.n_obs, bool), 4
+        else:
+            truth, ok, k = _truth(sdata, part == "labelled")
+        per: dict[str, list] = {}
+        for i, (label, kw) in enumerate(configs.items()):
+            for image in ((False,) if part == "labelled" else (True, False) if i == 0 else (True,)):
+                key = f"SENCA {'fused' if image else 'image=False'}" + (f" · {label}" if i else "")
+
+                def run(seed, image=image, kw=kw, sdata=sdata, k=k):
+                    sf.tl.senca(sdata, n_clusters=k, image=image, random_state=seed, key_added="senca", **kw)
+                    return sdata.tables["table"].obs["senca"].to_numpy()
+
+                _score(sdata, k, truth, ok, seeds, per, key, run)
+        if baselines and part != "toy":
+            for method in ("kmeans", "gmm"):
+                _score(sdata, k, truth, ok, seeds, per, f"PCA20(2000 HVG)+smooth4+{method}",
+                       lambda seed, m=method, sdata=sdata, k=k: baseline(sdata, k, seed, m))
+        for key, vals in per.items():
+            out.setdefault(key, {})[name] = vals
+        print(name, {key: round(float(np.mean([v[1] for v in vals])), 3) for key, vals in per.items()}, flush=True)
+    return out
 
 
-def author_rows(sections: list[str], epochs: int, seeds: list[int]) -> list[dict]:
+def summarise(results: dict[str, dict], seeds: list[int]) -> list[dict]:
     rows = []
-    for s in sections:
-        sdata = sf.datasets.her2st(s)
-        t = sdata.tables["table"]
-        truth = t.obs[K.CLUSTER]
-        ok = truth.notna().to_numpy()
-        k = int(truth[ok].nunique())
-        row = {"section": s, "n_clusters": k}
-        for image, name in ((True, "SENCA fused"), (False, "SENCA image=False")):
-            aris, secs = [], []
-            for seed in seeds:
-                sec, _, _ = _senca(sdata, k, image=image, epochs=epochs, seed=seed, key="senca")
-                aris.append(sf.metrics.ari(truth[ok], t.obs["senca"][ok]))
-                secs.append(sec)
-            row[name], row[f"s {name.split()[-1]}"] = float(np.mean(aris)), float(np.mean(secs))
-        rows.append(row)
-        print(row, flush=True)
+    for method, by_section in results.items():
+        per_seed = [np.mean([dict((s, a) for s, a, _ in v)[seed] for v in by_section.values()]) for seed in seeds]
+        secs = np.mean([x[2] for v in by_section.values() for x in v])
+        rows.append({"method": method, "mean ARI": f"{np.mean(per_seed):.3f} ± {np.std(per_seed):.3f}",
+                     "median (seed-mean)": float(np.median([np.mean([x[1] for x in v]) for v in by_section.values()])),
+                     **{s: float(np.mean([x[1] for x in v])) for s, v in by_section.items()}, "s/run": float(secs)})
     return rows
-
-
-def _summary(rows: list[dict], cols: list[str]) -> list[dict]:
-    return [{"method": c, "mean ARI": float(np.mean([r[c] for r in rows])),
-             "median ARI": float(np.median([r[c] for r in rows])), "sections": len(rows)} for c in cols]
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--toy-spots", type=int, default=900)
-    p.add_argument("--labelled", nargs="*", default=list(LABELLED))
-    p.add_argument("--sections", nargs="*", default=list(SECTIONS))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--seeds", type=int, nargs="*", default=[0])
+    p.add_argument("--parts", nargs="*", default=["toy", "labelled", "author"], choices=["toy", "labelled", "author"])
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    p.add_argument("--config", default="{}", help="JSON of sf.tl.senca keyword arguments for every SENCA run")
+    p.add_argument("--ablation", action="store_true", help="one-change-at-a-time variants (toy, author sections)")
     p.add_argument("--no-append", action="store_true")
     args = p.parse_args(argv)
     sf.settings.verbosity = 0
     warnings.filterwarnings("ignore")
+    base = json.loads(args.config)
     t0 = time.perf_counter()
     parts = []
-    if args.toy_spots:
-        parts.append("Toy (truth `obs['region']`, 4 regions):\n\n" + table(toy_rows(args.toy_spots, args.epochs, args.seeds)))
-    if args.labelled:
-        rows = labelled_rows(args.labelled, args.epochs, args.seeds)
-        cols = ["SENCA image=False", "PCA+leiden", "PCA+smooth4+KMeans"]
-        parts.append("Pathologist-labelled sections (no image; ARI on labelled spots, n_clusters = number of "
-                     "classes):\n\n" + table(rows) + "\n\n" + table(_summary(rows, cols)))
-    if args.sections:
-        rows = author_rows(args.sections, args.epochs, args.seeds)
-        parts.append("Sections with image, truth = authors' clusters `obs['cluster']`:\n\n" + table(rows) + "\n\n"
-                     + table(_summary(rows, ["SENCA fused", "SENCA image=False"])))
-    body = (f"sf.tl.senca defaults (encoder `histospace`, n_top_genes=500, n_neighs=4, lr 5e-4), epochs={args.epochs}, "
-            f"seeds={args.seeds} (ARI averaged over seeds); seconds per sf.tl.senca call (fused includes computing "
-            f"the image features). Total {time.perf_counter() - t0:.0f} s.\n\n" + "\n\n".join(parts))
+    for part in args.parts:
+        configs = {"defaults": base}
+        if args.ablation and part != "labelled":  # one change at a time; the first row (defaults) also gene-only
+            configs = {label: {**base, **kw} for label, kw in ABLATIONS.items()}
+        res = evaluate(part, args.seeds, configs, baselines=not args.ablation)
+        title = {"toy": "Toy (900 spots, 4 regions)", "labelled": "7 pathologist-labelled sections, gene-only",
+                 "author": "B4, C2–C6 vs the authors' clusters"}[part]
+        parts.append(f"{title}:\n\n" + table(summarise(res, args.seeds)))
+    body = (f"sf.tl.senca defaults{' + ' + json.dumps(base) if base else ''} (encoder `histospace`), seeds {args.seeds}; "
+            f"mean ± sd over seeds of the mean ARI over sections; per-section columns are seed means. Total "
+            f"{time.perf_counter() - t0:.0f} s.\n\n" + "\n\n".join(parts))
     command = "python -m benchmarks.eval_senca " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.no_append:
         print(body)
     else:
-        append_results("SENCA-st: toy, pathologist-labelled sections, author clusters (ARI)", body, command.strip())
+        append_results("SENCA-st: toy, pathologist-labelled sections, author clusters (ARI)" +
+                       (" — ablation" if args.ablation else ""), body, command.strip())
 
 
 if __name__ == "__main__":

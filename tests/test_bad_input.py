@@ -23,7 +23,7 @@ def _stmic(s, **kw):
 
 
 def _senca(s, **kw):
-    return sf.tl.senca(s, **{"n_clusters": 3, "hidden": 8, "latent": 4, "epochs": 1, **kw})
+    return sf.tl.senca(s, **{"n_clusters": 3, "hidden": 8, "latent": 4, "steps": 1, **kw})
 
 
 def _spacrd(s, **kw):

@@ -136,7 +136,7 @@ def test_senca_model_refused_and_save_model(toy_zarr, tmp_path, capsys):
     assert main(["run", "senca", str(toy_zarr), "--model", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--model is not supported" in err
-    assert main(["run", "senca", str(toy_zarr), "--no-image", "--epochs", "1", "--n-clusters", "3",
+    assert main(["run", "senca", str(toy_zarr), "--no-image", "--steps", "1", "--n-clusters", "3",
                  "--n-top-genes", "40", "--save-model", str(tmp_path / "m")]) == 0
     assert "model saved to" in capsys.readouterr().out
     model = sf.models.SENCA.load(tmp_path / "m")

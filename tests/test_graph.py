@@ -310,3 +310,18 @@ def test_no_import_circle():
     for name in ("_kernels.py", "_neighbours.py"):
         imports = re.findall(r"^\s*(?:from|import) (\S+)", (pkg / "gr" / name).read_text(), re.M)
         assert not [m for m in imports if "_spots" in m or "_graph" in m], name
+
+
+def test_neighbours_from_graph_round_trip():
+    from scipy import sparse
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 10, (60, 2))
+    nbr, _ = sf.gr.knn(xy, 5)
+    A = sf.gr.adjacency(nbr)
+    back = sf.gr.neighbours_from_graph(A)
+    assert back.shape[0] == 60 and back.shape[1] >= 5
+    for i in range(60):  # the symmetric graph: each row holds i's own neighbours and those listing i
+        assert set(back[i][back[i] >= 0]) == set(A[i].indices)
+    # the diagonal is ignored; isolated nodes get an all -1 row
+    assert sf.gr.neighbours_from_graph(sparse.identity(3, format="csr")).tolist() == [[-1], [-1], [-1]]

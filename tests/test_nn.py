@@ -149,3 +149,33 @@ def test_load_state_dict_unwraps_and_returns_float32(tmp_path):
     assert len(file_checksum(tmp_path / "w.pt")) == 16
     with pytest.raises(sf.WeightsUnavailableError, match=r"train_tissue_encoder\.py"):
         shipped_weights("tissue", tmp_path / "missing.pt")
+
+
+def test_cross_attention_edge_index_matches_tokens():
+    from stfuse.nn import nbr_to_edges
+
+    torch.manual_seed(0)
+    att = NeighbourhoodCrossAttention(4, 5, 8, heads=2)
+    nbr = torch.tensor([[1, 2], [0, -1], [0, 1]])
+    q, kv = torch.randn(3, 4), torch.randn(3, 5)
+    by_tokens = att(q, kv, neighbourhood_tokens(nbr))
+    dense = att.last_attention
+    by_edges = att(q, kv, edge_index=nbr_to_edges(nbr))
+    assert torch.allclose(by_tokens, by_edges, atol=1e-6)
+    assert att.last_attention.shape == (8, 2) and torch.allclose(dense.sum(-1), torch.ones(3, 2))
+    with pytest.raises(ValueError, match="exactly one"):
+        att(q, kv)
+
+
+def test_graph_mean_and_edges():
+    from stfuse.nn import graph_mean, nbr_to_edges, tokens_to_edges
+
+    x = torch.tensor([[1.0], [2.0], [6.0]])
+    e = nbr_to_edges(torch.tensor([[1, 2], [0, -1], [-1, -1]]))
+    assert e.tolist() == [[0, 1, 2, 1, 0, 2], [0, 0, 0, 1, 1, 2]]
+    assert graph_mean(x, e).squeeze(1).tolist() == [3.0, 1.5, 6.0]
+    assert tokens_to_edges(torch.tensor([[-1, 2]])).tolist() == [[2], [0]]
+    # gradients flow through index_select/scatter (the PyG path), also on an isolated target
+    x.requires_grad_(True)
+    graph_mean(x, e).sum().backward()
+    assert torch.allclose(x.grad.squeeze(1), torch.tensor([1 / 3 + 1 / 2, 1 / 3 + 1 / 2, 1 / 3 + 1]))

@@ -13,9 +13,9 @@ from stfuse._spots import get_spots
 from stfuse.tl._clustering import ward_clusters
 
 #: tiny model and few epochs: the tests check behaviour, not quality
-TINY = dict(hidden=16, latent=8, epochs=5)
+TINY = dict(hidden=16, latent=8, steps=5)
 #: a little larger for the toy quality check
-SMALL = dict(hidden=32, latent=16, epochs=10)
+SMALL = dict(hidden=32, latent=16, steps=10)
 
 
 def tiny_encoder() -> sf.im.Encoder:
@@ -63,10 +63,11 @@ def test_results_written(toy_senca, tmp_path):
     u = t.uns["fused"]
     assert u["n_clusters"] == 4 and u["clustering"]["chosen_from"] == "n_clusters"
     p = u["params"]
-    assert p["image"] is True and p["epochs"] == 10 and p["latent"] == 16 and p["n_neighs"] == 4 and p["lam"] == 40.0
+    assert p["image"] is True and p["steps"] == 10 and p["latent"] == 16 and p["n_neighs"] == 4 and p["lam"] == 40.0
     assert p["encoder"] == "tiny" and p["image_features"] in t.obsm and p["image_features"] in t.uns["stfuse_embeddings"]
-    assert set(u["history"]) == {"loss", "nt_xent_windowed", "nt_xent_pooled", "mse"}
+    assert set(u["history"]) == {"loss", "nt_xent_windowed", "nt_xent_pooled", "mse", "steps"}
     assert all(len(v) == 10 and np.isfinite(v).all() for v in u["history"].values())
+    assert u["history"]["steps"][-1] == 10 and p["cluster_method"] == "kmeans"
     lo = u["history"]
     assert np.allclose(lo["loss"], lo["nt_xent_windowed"] + lo["nt_xent_pooled"] + 40.0 * lo["mse"], rtol=1e-4)
     assert t.uns["gene"]["params"]["image"] is False and "encoder" not in t.uns["gene"]["params"]
@@ -93,17 +94,54 @@ def test_deterministic(enc):
         (dict(cross_attention=False), {"nt_xent_windowed", "nt_xent_pooled"}),
         (dict(hierarchical=False), {"nt_xent"}),
         (dict(combine="concat"), {"nt_xent_windowed", "nt_xent_pooled"}),
+        (dict(contrast="shared", image_mask_rate=0.2), {"nt_xent_windowed", "nt_xent_pooled"}),
+        (dict(contrast="none"), set()),
     ],
 )
 def test_switches(enc, kw, terms):
     sdata = sf.datasets.toy(n_spots=150, seed=3)
     model = sf.tl.senca(sdata, n_clusters=3, encoder=enc, return_model=True, **TINY, **kw)
     t = sdata.tables["table"]
-    assert set(t.uns["senca"]["history"]) == terms | {"loss", "mse"}
+    assert set(t.uns["senca"]["history"]) == terms | {"loss", "mse", "steps"}
     assert t.obs["senca"].nunique() == 3
     for k, v in kw.items():
         assert t.uns["senca"]["params"][k] == v and model.params[k] == v
     assert model.module.cross_attention == kw.get("cross_attention", True)
+
+
+def test_contrast_on_shared_embedding_trains_the_shared_encoder():
+    # with contrast="branches" the NT-Xent acts on R and H only: it sends no gradient to the shared encoder;
+    # with contrast="shared" it does (two masked views of S)
+    rng = np.random.default_rng(0)
+    xy = np.stack(np.meshgrid(np.arange(10.0), np.arange(10.0)), -1).reshape(-1, 2)
+    nbr, _ = sf.gr.knn(xy, 4)
+    X = rng.poisson(2.0, (100, 20)).astype("float32")
+    grads = {}
+    for mode in ("branches", "shared"):
+        m = sf.models.SENCA(20, None, hidden=16, latent=8, device="cpu", contrast=mode, lam=0.0)
+        b = m._tiling(nbr, xy).batch(np.arange(m._tiling(nbr, xy).n_tiles), X, None, "cpu")
+        m.module.train()
+        m._losses(m.module, b)["loss"].backward()
+        grads[mode] = float(m.module.encoder.weight.grad.abs().sum()) if m.module.encoder.weight.grad is not None else 0.0
+    assert grads["branches"] == 0.0 and grads["shared"] > 0.0
+
+
+def test_cluster_methods_and_user_graph():
+    sdata = sf.datasets.toy(n_spots=150, seed=5, image=False)
+    t = sdata.tables["table"]
+    for method in ("ward", "gmm", "leiden"):
+        sf.tl.senca(sdata, n_clusters=3, image=False, cluster_method=method, key_added=method, **TINY)
+        assert t.obs[method].nunique() == 3 and t.uns[method]["clustering"]["method"] == method
+    assert t.uns["ward"]["inputs"]["graph"]["kind"] == "knn"  # no obsp graph yet: built from n_neighs
+    # a squidpy-style graph in obsp is used as given (here: 6 neighbours instead of the 4 SENCA would build)
+    sf.gr.spatial_graph(sdata, coord_type="generic", n_neighs=6)
+    sf.tl.senca(sdata, n_clusters=3, image=False, key_added="g", **TINY)
+    g = t.uns["g"]["inputs"]["graph"]
+    assert g["kind"] == "obsp" and g["key"] == "spatial_connectivities" and g["max_degree"] >= 6
+    sf.tl.senca(sdata, n_clusters=3, image=False, key_added="k", connectivity_key=None, **TINY)
+    assert t.uns["k"]["inputs"]["graph"]["kind"] == "knn"
+    with pytest.raises(sf.InputError, match="cluster_method"):
+        sf.tl.senca(sdata, n_clusters=3, image=False, cluster_method="dbscan", **TINY)
 
 
 def test_n_clusters_from_dendrogram():
@@ -117,7 +155,7 @@ def test_n_clusters_from_dendrogram():
     labels2, _, info2 = ward_clusters(X, 3, max_spots=40)
     assert info2["n_tree_spots"] == 40 and sf.metrics.ari(np.repeat([0, 1, 2], 30), labels2) == 1.0
     sdata = sf.datasets.toy(n_spots=150, seed=4, image=False)
-    sf.tl.senca(sdata, image=False, k_range=(2, 5), **TINY)
+    sf.tl.senca(sdata, image=False, k_range=(2, 5), cluster_method="ward", **TINY)
     u = sdata.tables["table"].uns["senca"]
     assert u["clustering"]["chosen_from"] == "dendrogram" and 2 <= u["n_clusters"] <= 5
     assert sdata.tables["table"].obs["senca"].nunique() == u["n_clusters"]
@@ -133,7 +171,7 @@ def test_copy_and_failures_leave_object_unchanged(enc):
     bad = [
         (dict(n_neighs=150), sf.InputError, "n_neighs"),
         (dict(n_clusters=1), sf.InputError, "n_clusters"),
-        (dict(epochs=0), sf.InputError, "epochs"),
+        (dict(steps=0), sf.InputError, "steps"),
         (dict(lr=0), sf.InputError, "lr"),
         (dict(combine="mean"), sf.InputError, "combine"),
         (dict(mask_rate=1.5), sf.InputError, "mask_rate"),
@@ -201,8 +239,8 @@ def test_tiled_training_matches_full_embedding():
     X = rng.poisson(2.0, (400, 20)).astype("float32")
     F = rng.normal(size=(400, 6)).astype("float32")
     m = sf.models.SENCA(20, 6, hidden=16, latent=8, device="cpu", batch_size=50, tile_side=4)
-    hist = m.fit(X, F, nbr, xy, epochs=2)
-    assert len(hist["loss"]) == 2
+    hist = m.fit(X, F, nbr, xy, steps=20)  # several batches per pass: 20 steps end within the third pass
+    assert hist["steps"][-1] == 20 and len(hist["loss"]) == len(hist["steps"]) >= 2
     tiled = m.embed(X, F, nbr, xy)
     m.params["batch_size"] = 10_000
     full = m.embed(X, F, nbr, xy)
@@ -242,8 +280,9 @@ def test_plots(toy_senca, tmp_path):
 @pytest.mark.her2st
 def test_her2st_c2_fused_and_gene_only(her2st_dir):
     sdata = sf.datasets.her2st("C2", her2st_dir)
-    sf.tl.senca(sdata, n_clusters=4, encoder=tiny_encoder(), **TINY)
-    sf.tl.senca(sdata, n_clusters=4, image=False, key_added="gene", **TINY)
+    kw = dict(hidden=32, latent=16, steps=50)  # 5 steps of a tiny model are too close to chance here
+    sf.tl.senca(sdata, n_clusters=4, encoder=tiny_encoder(), **kw)
+    sf.tl.senca(sdata, n_clusters=4, image=False, key_added="gene", **kw)
     t = sdata.tables["table"]
     assert t.obs["senca"].nunique() == 4 and t.obs["gene"].nunique() == 4
     # regions follow the tissue: clearly related to the authors' clusters

@@ -81,8 +81,21 @@ def test_deterministic_and_image_weight(enc):
         sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighs=15, image_weight=2.0)  # reuses the cached features
     X1, X2 = tb.obsm["X_stmic"], ta.obsm["X_stmic"]
     assert np.allclose(X2[:, :10], X1[:, :10]) and np.allclose(X2[:, 10:], 2 * X1[:, 10:], atol=1e-5)
-    sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighs=15, flavor="leiden", key_added="leiden")
+    sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighs=15, cluster_method="leiden", key_added="leiden")
     assert ta.obs["leiden"].nunique() >= 2
+    with pytest.warns(FutureWarning, match="cluster_method"):
+        sf.tl.stmic(a, resolution=0.5, encoder=enc, n_neighs=15, flavor="leiden", key_added="leiden_old")
+    assert ta.obs["leiden_old"].equals(ta.obs["leiden"])
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm", "ward"])
+def test_cluster_methods_on_the_concatenation(enc, method):
+    sdata = sf.datasets.toy(n_spots=200, seed=1)
+    sf.tl.stmic(sdata, n_clusters=4, encoder=enc, cluster_method=method)
+    t = sdata.tables["table"]
+    u = t.uns["stmic"]
+    assert t.obs["stmic"].nunique() == 4 and u["params"]["cluster_method"] == method
+    assert u["clustering"]["method"] == method and "resolution" not in u and "graph" not in u["inputs"]
 
 
 def test_copy_and_failures_leave_object_unchanged(enc):
@@ -96,7 +109,8 @@ def test_copy_and_failures_leave_object_unchanged(enc):
         (dict(n_clusters=3, resolution=1.0), sf.InputError, "not both"),
         (dict(n_neighs=150), sf.InputError, "n_neighs"),
         (dict(modality="rna"), sf.InputError, "modality"),
-        (dict(flavor="walktrap"), sf.InputError, "flavor"),
+        (dict(cluster_method="walktrap"), sf.InputError, "cluster_method"),
+        (dict(cluster_method="kmeans", resolution=0.5), sf.InputError, "resolution"),
         (dict(n_pcs=0), sf.InputError, "n_pcs"),
         (dict(n_pcs=70), sf.InputError, "image features"),
         (dict(layer="counts"), sf.KeyNotFoundError, "layer"),

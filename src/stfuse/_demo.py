@@ -139,7 +139,7 @@ def run_demo(out: Path, *, quick: bool = False, data: Literal["auto", "her2st", 
     m["stmic ARI"] = metrics.ari(truth, table.obs["stmic"])
 
     t = time.perf_counter()
-    tl.senca(sdata, n_clusters=n_domains, epochs=2 if quick else 10)
+    tl.senca(sdata, n_clusters=n_domains, **({"steps": 2} if quick else {}))
     seconds["senca"] = time.perf_counter() - t
     m["senca ARI"] = metrics.ari(truth, table.obs["senca"])
 

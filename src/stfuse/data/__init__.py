@@ -11,7 +11,16 @@ from ._genes import measured_expression, select_genes, shared_variable_genes
 from ._neighbours import neighbour_index, stack_neighbours
 from ._registry import Registry
 from ._sections import Section, as_list, binary_labels, reference_sections, section_name
-from ._single import PCBlocks, SingleSection, image_block, pca, prepare_pcs, prepare_section, standardise
+from ._single import (
+    PCBlocks,
+    SingleSection,
+    image_block,
+    pca,
+    prepare_pcs,
+    prepare_section,
+    spot_graph,
+    standardise,
+)
 from ._splits import block_split, stratified_split
 from ._tables import prediction_table
 from ._tiles import (
@@ -43,6 +52,7 @@ __all__ = [
     "section_name",
     "select_genes",
     "shared_variable_genes",
+    "spot_graph",
     "stack_neighbours",
     "standardise",
     "stratified_split",

@@ -17,16 +17,51 @@ import numpy as np
 
 from .._errors import InputError
 from .._spots import Spots
-from ..gr import knn
+from ..gr import knn, neighbours_from_graph
 from ..im import ImageFeatures, image_features
 from ..pp import check_counts, prepare_expression
 
-__all__ = ["PCBlocks", "SingleSection", "image_block", "pca", "prepare_pcs", "prepare_section", "standardise"]
+__all__ = ["PCBlocks", "SingleSection", "image_block", "pca", "prepare_pcs", "prepare_section", "spot_graph", "standardise"]
 
 
 def _graph_input(n_neighs: int, on: str) -> dict[str, Any]:
     """How a k-nearest-neighbour graph was built, as recorded in ``uns[key]["inputs"]["graph"]``."""
     return {"kind": "knn", "n_neighs": int(n_neighs), "on": on}
+
+
+def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The spot graph as a neighbour array: ``obsp[connectivity_key]`` when the table has it, else a kNN graph.
+
+    Returns the ``(n_obs, k)`` neighbour array (``-1`` padded) and how it was made (recorded in
+    ``uns[key]["inputs"]["graph"]``).
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import spot_graph
+    >>> sdata = sf.datasets.toy(n_spots=100, image=False)
+    >>> nbr, how = spot_graph(get_spots(sdata), n_neighs=4, connectivity_key="spatial_connectivities")
+    >>> nbr.shape, how["kind"]
+    ((100, 4), 'knn')
+    >>> sf.gr.spatial_graph(sdata, n_neighs=6, coord_type="generic")
+    >>> nbr, how = spot_graph(get_spots(sdata), n_neighs=4, connectivity_key="spatial_connectivities")
+    >>> how["kind"], how["key"]
+    ('obsp', 'spatial_connectivities')
+    """
+    obsp = spots.table.obsp
+    if connectivity_key is not None and connectivity_key in obsp:
+        g = obsp[connectivity_key]
+        if g.shape != (spots.n_obs, spots.n_obs):
+            raise InputError(f"obsp[{connectivity_key!r}] has shape {g.shape}, expected ({spots.n_obs}, {spots.n_obs}); "
+                             "rebuild it for this table (e.g. sf.gr.spatial_graph) or pass connectivity_key=None.")
+        nbr = neighbours_from_graph(g)
+        if (nbr < 0).all():
+            raise InputError(f"obsp[{connectivity_key!r}] has no edges; rebuild it or pass connectivity_key=None "
+                             "to use a k-nearest-neighbour graph.")
+        return nbr, {"kind": "obsp", "key": connectivity_key, "max_degree": int(nbr.shape[1])}
+    nbr, _ = knn(spots.centers, int(n_neighs))
+    return nbr, _graph_input(n_neighs, "spot centres")
 
 
 class _Prepared:
@@ -110,6 +145,7 @@ def prepare_section(
     spots: Spots,
     *,
     n_neighs: int,
+    connectivity_key: str | None = None,
     layer: str | None = None,
     min_counts: int = 10,
     n_top_genes: int | None = 500,
@@ -123,8 +159,9 @@ def prepare_section(
     """Prepare one section for a spot-graph model (SENCA): expression, kNN neighbour arrays, image features.
 
     Genes with fewer than ``min_counts`` counts are dropped, counts normalised and log-transformed and
-    the ``n_top_genes`` most variable genes (scanpy flavour ``"seurat"``) kept; every spot is linked
-    to its ``n_neighs`` nearest spots; image features are ``obsm[image_rep]``, or those of a square
+    the ``n_top_genes`` most variable genes (scanpy flavour ``"seurat"``) kept; the spot graph is
+    ``obsp[connectivity_key]`` when the table has it, else every spot is linked to its ``n_neighs``
+    nearest spots (:func:`spot_graph`); image features are ``obsm[image_rep]``, or those of a square
     patch of ``patch_spacings`` spot spacings around each spot (``image=True``), or none.
 
     Examples
@@ -139,13 +176,13 @@ def prepare_section(
     check_counts(spots.table, layer=layer, name=f"table of section {spots.name!r}")
     expr = prepare_expression(spots.table, layer=layer, min_counts=int(min_counts), n_top_genes=n_top_genes,
                               flavor="seurat")
-    nbr, _ = knn(spots.centers, int(n_neighs))
+    nbr, graph = spot_graph(spots, n_neighs=n_neighs, connectivity_key=connectivity_key)
     F, feats, key = None, None, None
     if image_rep is not None or image:
         size_px = None if image_rep is not None else float(patch_spacings) * spots.spacing()
         F, feats, key = image_block(spots, image_rep=image_rep, encoder=encoder, size_px=size_px, weights=weights,
                                     device=device)
-    inputs = {"image_features": key, "graph": _graph_input(n_neighs, "spot centres")}
+    inputs = {"image_features": key, "graph": graph}
     return SingleSection(expr.X, list(expr.genes), nbr, F, feats, inputs)
 
 

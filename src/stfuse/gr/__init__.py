@@ -7,7 +7,7 @@ nothing of the Spots view; :func:`spatial_graph` works on a section and writes t
 from typing import Any
 
 from ._kernels import detect_lattice, grid_cells, knn, radius_neighbors, spacing
-from ._neighbours import adjacency, bfs_order, grow_mask, hop_tokens
+from ._neighbours import adjacency, bfs_order, grow_mask, hop_tokens, neighbours_from_graph
 
 __all__ = [
     "SpatialGraph",
@@ -18,6 +18,7 @@ __all__ = [
     "grow_mask",
     "hop_tokens",
     "knn",
+    "neighbours_from_graph",
     "radius_neighbors",
     "spacing",
     "spatial_graph",

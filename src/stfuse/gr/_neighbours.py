@@ -14,7 +14,7 @@ from scipy import sparse
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["adjacency", "bfs_order", "grow_mask", "hop_tokens"]
+__all__ = ["adjacency", "bfs_order", "grow_mask", "hop_tokens", "neighbours_from_graph"]
 
 
 def hop_tokens(neighbours: Any, hops: int) -> np.ndarray:
@@ -180,3 +180,36 @@ def bfs_order(graph: sparse.spmatrix, generator: torch.Generator | None = None) 
             start = nodes[int(torch.randint(len(nodes), (1,), generator=generator))]
         parts.append(breadth_first_order(graph, int(start), directed=False, return_predecessors=False))
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+def neighbours_from_graph(graph: Any) -> np.ndarray:
+    """Neighbour index array of a sparse graph, e.g. ``obsp["spatial_connectivities"]`` from squidpy.
+
+    Parameters
+    ----------
+    graph
+        ``(n, n)`` sparse (or dense) matrix, nonzero where ``i`` and ``j`` are linked; the diagonal is
+        ignored.
+
+    Returns
+    -------
+    ``(n, k)`` int64, row ``i`` the nodes linked to ``i`` in increasing order, ``-1`` padded to the
+    largest degree ``k`` (at least 1 column).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import stfuse as sf
+    >>> sf.gr.neighbours_from_graph(np.array([[0, 1, 1], [1, 0, 0], [1, 0, 1]])).tolist()
+    [[1, 2], [0, -1], [0, -1]]
+    """
+    g = sparse.csr_matrix(graph, copy=True)
+    g.setdiag(0)
+    g.eliminate_zeros()
+    g.sort_indices()
+    deg = np.diff(g.indptr)
+    out = np.full((g.shape[0], max(int(deg.max()) if len(deg) else 0, 1)), -1, np.int64)
+    rows = np.repeat(np.arange(g.shape[0]), deg)
+    cols = np.arange(len(g.indices)) - np.repeat(g.indptr[:-1], deg)
+    out[rows, cols] = g.indices
+    return out

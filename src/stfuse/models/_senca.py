@@ -27,7 +27,7 @@ from torch import nn
 from .. import _logging as log
 from .._errors import InputError
 from ..gr import grid_cells, grow_mask, hop_tokens, spacing
-from ..nn import NeighbourhoodCrossAttention, nt_xent, seeded, train
+from ..nn import NeighbourhoodCrossAttention, graph_mean, nt_xent, seeded, tokens_to_edges, train
 from ._base import BaseModel
 
 __all__ = ["SENCA", "SENCAModule"]
@@ -132,13 +132,6 @@ def _local_tokens(nbr: torch.Tensor, hops: int) -> torch.Tensor:
     return torch.as_tensor(hop_tokens(nbr.cpu().numpy(), hops), device=nbr.device)
 
 
-def _mean_over(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean of ``x`` over each row's tokens (``-1`` ignored)."""
-    valid = (tokens >= 0).to(x.dtype)
-    g = x[tokens.clamp(min=0)] * valid[..., None]
-    return g.sum(1) / valid.sum(1, keepdim=True).clamp(min=1.0)
-
-
 def _grouped_nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float, size: int) -> torch.Tensor:
     """NT-Xent with negatives drawn within random groups of at most ``size`` pairs (mean over groups).
 
@@ -187,13 +180,13 @@ class _TranscriptomicBranch(nn.Module):
         o = F.scaled_dot_product_attention(q[None], k[None], v[None])[0]
         return a.out(o.transpose(0, 1).reshape(m, nh * dh))
 
-    def forward(self, x: torch.Tensor, prop_tokens: torch.Tensor, attn_tokens: torch.Tensor | None) -> torch.Tensor:
-        if self.training and self.mask_rate > 0:
-            x = x * (torch.rand_like(x) >= self.mask_rate).to(x.dtype)
+    def forward(self, x: torch.Tensor, edges: torch.Tensor, attn_edges: torch.Tensor | None) -> torch.Tensor:
+        if self.training and self.mask_rate > 0:  # inverted: the expected input is the same as at inference
+            x = F.dropout(x, self.mask_rate, training=True)
         h = self.inp(x)
         for _ in range(self.propagation_hops):
-            h = _mean_over(h, prop_tokens)
-        a = self._global_attention(h) if attn_tokens is None else self.attn(h, h, attn_tokens)
+            h = graph_mean(h, edges)
+        a = self._global_attention(h) if attn_edges is None else self.attn(h, h, edge_index=attn_edges)
         h = self.norm1(h + a)
         h = self.norm2(h + self.ff(h))
         return self.out(self.act(h))
@@ -247,6 +240,9 @@ class SENCAModule(nn.Module):
         With ``reconstruct="data"``: reconstruct this many principal components of each input
         (expression, image features; each scaled to unit total variance, so both modalities weigh the
         same) instead of the inputs themselves [20]; ``None`` the inputs.
+    image_mask_rate
+        Dropout on the standardised image features in training [0]; gives the image view its own
+        augmentation (e.g. for ``contrast="shared"`` in :class:`SENCA`).
 
     Examples
     --------
@@ -263,13 +259,14 @@ class SENCAModule(nn.Module):
                  mask_rate: float = 0.2, heads: int = 1, propagation_hops: int = 2, attention_hops: int | None = 1,
                  cross_attention: bool = True, combine: Literal["sum", "concat"] = "sum",
                  reconstruct: Literal["input", "data"] = "data", dropout: float = 0.0,
-                 projection: bool = True, target_pcs: int | None = 20) -> None:
+                 projection: bool = True, target_pcs: int | None = 20, image_mask_rate: float = 0.0) -> None:
         super().__init__()
         if combine not in ("sum", "concat"):
             raise InputError(f"combine must be 'sum' or 'concat', got {combine!r}.")
         if reconstruct not in ("input", "data"):
             raise InputError(f"reconstruct must be 'input' or 'data', got {reconstruct!r}.")
         self.image = n_image_features is not None
+        self.image_mask_rate = float(image_mask_rate)
         self.cross_attention = bool(cross_attention)
         self.combine = combine
         self.reconstruct = reconstruct
@@ -321,21 +318,22 @@ class SENCAModule(nn.Module):
     def forward(self, x: torch.Tensor, f: torch.Tensor | None, nbr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Embeddings of every node of a (sub)graph: ``R``, ``H``, ``S``, decoder output ``D`` and target ``E``."""
         tok1 = torch.cat([torch.arange(len(nbr), device=nbr.device)[:, None], nbr], 1)
-        attn_tok = None if self.attention_hops is None else (
-            tok1 if self.attention_hops == 1 else _local_tokens(nbr, self.attention_hops))
-        R = self.rna(x, tok1, attn_tok)
+        edges = tokens_to_edges(tok1)
+        attn_edges = None if self.attention_hops is None else (
+            edges if self.attention_hops == 1 else tokens_to_edges(_local_tokens(nbr, self.attention_hops)))
+        R = self.rna(x, edges, attn_edges)
         if self.image:
             if f is None:
                 raise InputError("This SENCA model was built with an image branch; pass image features.")
             fin = self.image_input(f)
-            H = self.img(fin)
+            H = self.img(F.dropout(fin, self.image_mask_rate, training=self.training) if self.image_mask_rate else fin)
         else:
             fin = None
             # a second, independently masked view; identical to R without masking
-            H = self.rna(x, tok1, attn_tok) if (self.training and self.rna.mask_rate > 0) else R
+            H = self.rna(x, edges, attn_edges) if (self.training and self.rna.mask_rate > 0) else R
         if self.cross_attention:
-            A1 = self.ca1(H, R, tok1)
-            A2 = self.ca2(R, H, tok1)
+            A1 = self.ca1(H, R, edge_index=edges)
+            A2 = self.ca2(R, H, edge_index=edges)
         else:
             A1, A2 = R, H
         S = self.encoder(A1 + A2 if self.combine == "sum" else torch.cat([A1, A2], 1))
@@ -363,6 +361,14 @@ class SENCA(BaseModel):
     (``window_hops``) plus NT-Xent between R and H averaged over coarser square pools
     (``pool_side`` spot spacings); loss = NT-Xent_pooled + NT-Xent_windowed + λ·MSE.
 
+    What the contrast acts on (``contrast``): ``"branches"`` (default, the paper) contrasts R with H
+    through a projection head, so, as the paper says, it "does not directly affect" the shared
+    embedding: no gradient of it reaches the cross-attention, the shared encoder or S, which are
+    trained by the reconstruction alone. ``"shared"`` contrasts two views of S (independent input
+    masks, ``image_mask_rate`` on the image features), so the contrast trains the whole network;
+    ``"none"`` keeps the reconstruction only. The ablation (``python -m benchmarks.eval_senca
+    --ablation``, ``benchmarks/RESULTS.md``) measures each.
+
     Choices where the paper is silent or ambiguous (all parameters):
 
     - *Self-attention* runs over each spot's ``attention_hops``-hop graph neighbourhood (memory linear
@@ -388,10 +394,14 @@ class SENCA(BaseModel):
         Number of input genes.
     n_image_features
         Width of the image features, ``None`` for the gene-only model.
-    hidden, latent, mask_rate, heads, propagation_hops, attention_hops, cross_attention, combine, reconstruct, dropout, projection
-        See :class:`SENCAModule`.
+    hidden, latent, mask_rate, heads, propagation_hops, attention_hops, cross_attention, combine, reconstruct, dropout, projection, target_pcs, image_mask_rate
+        See :class:`SENCAModule`. The expression masking is inverted dropout (kept entries scaled by
+        ``1 / (1 - mask_rate)``), so the expected input in training equals the input at inference.
+    contrast
+        ``"branches"`` (R vs H, the paper), ``"shared"`` (two masked views of S) or ``"none"``.
     hierarchical
-        Windowed + pooled NT-Xent; ``False``: a plain spot-level NT-Xent between R and H (ablation).
+        Windowed + pooled NT-Xent; ``False``: a plain spot-level NT-Xent between the two contrasted
+        embeddings (ablation).
     window_hops
         Radius (graph hops) of the local window of the windowed term.
     pool_side
@@ -420,7 +430,7 @@ class SENCA(BaseModel):
     >>> nbr, _ = sf.gr.knn(xy, 4)
     >>> X = rng.poisson(2.0, (144, 30)).astype("float32")
     >>> model = sf.models.SENCA(30, None, hidden=16, latent=8, device="cpu")
-    >>> hist = model.fit(X, None, nbr, xy, epochs=2)
+    >>> hist = model.fit(X, None, nbr, xy, steps=2)
     >>> model.embed(X, None, nbr, xy).shape
     (144, 8)
     """
@@ -429,7 +439,8 @@ class SENCA(BaseModel):
                  mask_rate: float = 0.2, heads: int = 1, propagation_hops: int = 2, attention_hops: int | None = 1,
                  cross_attention: bool = True, combine: Literal["sum", "concat"] = "sum",
                  reconstruct: Literal["input", "data"] = "data", dropout: float = 0.0, projection: bool = True,
-                 target_pcs: int | None = 20, hierarchical: bool = True,
+                 target_pcs: int | None = 20, image_mask_rate: float = 0.0,
+                 contrast: Literal["branches", "shared", "none"] = "branches", hierarchical: bool = True,
                  window_hops: int = 1, pool_side: float = 4.0, lam: float = 40.0, temperature: float = 0.5,
                  contrast_size: int = 1024, batch_size: int = 4096, tile_side: float = 16.0, genes: Sequence[str] | None = None,
                  device: str = "auto", random_state: int = 0) -> None:
@@ -437,8 +448,11 @@ class SENCA(BaseModel):
                         ("batch_size", batch_size), ("contrast_size", contrast_size)):
             if int(v) < 1:
                 raise InputError(f"{name} must be a positive integer, got {v}.")
-        if not 0 <= mask_rate < 1:
-            raise InputError(f"mask_rate must be in [0, 1), got {mask_rate}.")
+        for name, v in (("mask_rate", mask_rate), ("image_mask_rate", image_mask_rate)):
+            if not 0 <= v < 1:
+                raise InputError(f"{name} must be in [0, 1), got {v}.")
+        if contrast not in ("branches", "shared", "none"):
+            raise InputError(f"contrast must be 'branches', 'shared' or 'none', got {contrast!r}.")
         if attention_hops is not None and int(attention_hops) < 1:
             raise InputError(f"attention_hops must be >= 1 or None (global), got {attention_hops}.")
         if pool_side <= 0 or tile_side <= 0:
@@ -450,12 +464,12 @@ class SENCA(BaseModel):
             attention_hops=None if attention_hops is None else int(attention_hops),
             cross_attention=bool(cross_attention), combine=combine, reconstruct=reconstruct, dropout=float(dropout),
             projection=bool(projection), target_pcs=None if target_pcs is None else int(target_pcs),
-            hierarchical=bool(hierarchical), window_hops=int(window_hops), pool_side=float(pool_side),
+            image_mask_rate=float(image_mask_rate), contrast=contrast, hierarchical=bool(hierarchical), window_hops=int(window_hops), pool_side=float(pool_side),
             lam=float(lam), temperature=float(temperature), contrast_size=int(contrast_size), batch_size=int(batch_size), tile_side=float(tile_side),
         )
 
     _MODULE_KEYS = ("hidden", "latent", "mask_rate", "heads", "propagation_hops", "attention_hops", "cross_attention",
-                    "combine", "reconstruct", "dropout", "projection", "target_pcs")
+                    "combine", "reconstruct", "dropout", "projection", "target_pcs", "image_mask_rate")
 
     def _build(self) -> SENCAModule:
         p = self.params
@@ -508,29 +522,38 @@ class SENCA(BaseModel):
 
     def _losses(self, module: SENCAModule, b: _Batch) -> dict[str, torch.Tensor]:
         p = self.params
-        out = module(b.x, b.f, b.nbr)
-        R, H, core = out["R"], out["H"], b.core
-        D, E = out["D"][core], out["E"][core]
-        mse = torch.stack([F.mse_loss(d, e) for d, e in zip(D.split(module.e_parts, 1), E.split(module.e_parts, 1))]).mean()
-        t = p["temperature"]
-        if p["hierarchical"]:
-            win = _local_tokens(b.nbr, p["window_hops"])[core] if p["window_hops"] > 1 else torch.cat(
-                [core[:, None], b.nbr[core]], 1)
-            g = module.proj
-            windowed = _grouped_nt_xent(g(_mean_over(R, win)), g(_mean_over(H, win)), t, p["contrast_size"])
-            pooled = nt_xent(g(_pool_mean(R[core], b.pool, b.n_pools)), g(_pool_mean(H[core], b.pool, b.n_pools)), t)
-            contrast = windowed + pooled
-            terms = {"nt_xent_windowed": windowed, "nt_xent_pooled": pooled}
-        else:
-            contrast = _grouped_nt_xent(module.proj(R[core]), module.proj(H[core]), t, p["contrast_size"])
-            terms = {"nt_xent": contrast}
-        loss = contrast + p["lam"] * mse
+        core, mode = b.core, p["contrast"]
+        outs = [module(b.x, b.f, b.nbr)]
+        if mode == "shared":  # a second view: independent input masks
+            outs.append(module(b.x, b.f, b.nbr))
+        mse = torch.stack([
+            F.mse_loss(d, e) for o in outs
+            for d, e in zip(o["D"][core].split(module.e_parts, 1), o["E"][core].split(module.e_parts, 1))
+        ]).mean()
+        terms: dict[str, torch.Tensor] = {}
+        loss = p["lam"] * mse
+        if mode != "none":
+            a, c = (outs[0]["R"], outs[0]["H"]) if mode == "branches" else (outs[0]["S"], outs[1]["S"])
+            g, t = module.proj, p["temperature"]
+            if p["hierarchical"]:
+                win = _local_tokens(b.nbr, p["window_hops"])[core] if p["window_hops"] > 1 else torch.cat(
+                    [core[:, None], b.nbr[core]], 1)
+                wedges = tokens_to_edges(win)  # window j -> its spots; the mean over a window is a graph mean
+                windowed = _grouped_nt_xent(g(graph_mean(a, wedges, len(win))), g(graph_mean(c, wedges, len(win))), t,
+                                            p["contrast_size"])
+                pooled = nt_xent(g(_pool_mean(a[core], b.pool, b.n_pools)), g(_pool_mean(c[core], b.pool, b.n_pools)), t)
+                terms.update(nt_xent_windowed=windowed, nt_xent_pooled=pooled)
+                loss = loss + windowed + pooled
+            else:
+                plain = _grouped_nt_xent(g(a[core]), g(c[core]), t, p["contrast_size"])
+                terms["nt_xent"] = plain
+                loss = loss + plain
         return {"loss": loss, **terms, "mse": mse}
 
     # --- API -----------------------------------------------------------------------------------
-    def fit(self, X: Any, image: Any, neighbours: Any, coords: Any, *, epochs: int = 10, lr: float = 5e-4,
-            weight_decay: float = 0.0) -> dict[str, list[float]]:
-        """Train on one section.
+    def fit(self, X: Any, image: Any, neighbours: Any, coords: Any, *, steps: int = 200, lr: float = 5e-4,
+            weight_decay: float = 0.0, patience: int | None = None) -> dict[str, list[float]]:
+        """Train on one section for ``steps`` optimiser steps.
 
         Parameters
         ----------
@@ -542,19 +565,26 @@ class SENCA(BaseModel):
             ``(n_spots, k)`` neighbour indices (``-1`` = none), e.g. from :func:`stfuse.gr.knn`.
         coords
             ``(n_spots, 2)`` spot centres (any unit; tiles and pools are in spot spacings).
-        epochs, lr, weight_decay
-            Adam settings [10 epochs, lr 5e-4].
+        steps
+            Adam steps, one mini-batch each (a section of at most ``batch_size`` spots is one batch,
+            so a step is a full-batch epoch there; the paper's 40 epochs are ``steps=40``).
+        lr, weight_decay
+            Adam settings.
+        patience
+            Stop early when the loss, averaged over each pass through the section, has not improved
+            for this many passes (the best weights are kept); ``None`` trains all ``steps``.
 
         Returns
         -------
-        Per-epoch history of ``loss``, ``nt_xent_windowed``, ``nt_xent_pooled`` (or ``nt_xent``), ``mse``.
+        History per pass through the section: ``loss``, ``nt_xent_windowed``, ``nt_xent_pooled`` (or
+        ``nt_xent``), ``mse`` and ``steps`` (optimiser steps so far).
 
         Examples
         --------
-        >>> hist = model.fit(X, None, nbr, xy, epochs=10)  # doctest: +SKIP
+        >>> hist = model.fit(X, None, nbr, xy, steps=100)  # doctest: +SKIP
         """
-        if int(epochs) < 1:
-            raise InputError(f"epochs must be at least 1, got {epochs}.")
+        if int(steps) < 1:
+            raise InputError(f"steps must be at least 1, got {steps}.")
         X, f, nbr, xy = self._check(X, image, neighbours, coords)
         if f is not None:
             mu, sd = f.mean(0), f.std(0)
@@ -571,9 +601,11 @@ class SENCA(BaseModel):
         tiling = self._tiling(nbr, xy)
         log.info(f"SENCA: {X.shape[0]} spots, {tiling.n_tiles} tiles, batches of ~{self.params['batch_size']} spots, "
                  f"halo {self.halo} hops")
+        per_pass = len(tiling.groups(None))
         history = train(
-            self.module, self._losses, lambda g: tiling.iterate(X, f, self.device, g), epochs=int(epochs), lr=float(lr),
-            device=self.device, seed=self.random_state, weight_decay=float(weight_decay), desc="SENCA",
+            self.module, self._losses, lambda g: tiling.iterate(X, f, self.device, g), epochs=-(-int(steps) // per_pass),
+            max_steps=int(steps), lr=float(lr), device=self.device, seed=self.random_state,
+            weight_decay=float(weight_decay), patience=patience, desc="SENCA",
         )
         self.is_trained = True
         self.info["history"] = history

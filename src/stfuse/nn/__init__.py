@@ -1,6 +1,12 @@
 """Torch building blocks shared by the models: ``sf.nn`` (no AnnData/SpatialData here)."""
 
-from ._attention import NeighbourhoodCrossAttention, neighbourhood_tokens
+from ._attention import (
+    NeighbourhoodCrossAttention,
+    graph_mean,
+    nbr_to_edges,
+    neighbourhood_tokens,
+    tokens_to_edges,
+)
 from ._blocks import ConvAutoencoder, ConvDecoder, ConvEncoder, mlp
 from ._losses import info_nce, nt_xent
 from ._train import seeded, train
@@ -22,14 +28,17 @@ __all__ = [
     "ResNet50",
     "TissueCNN",
     "file_checksum",
+    "graph_mean",
     "histospace_autoencoder",
     "info_nce",
     "load_state_dict",
     "mlp",
+    "nbr_to_edges",
     "neighbourhood_tokens",
     "nt_xent",
     "seeded",
     "shipped_weights",
     "tissue_cnn",
+    "tokens_to_edges",
     "train",
 ]

@@ -59,6 +59,7 @@ def train(
     min_delta: float = 0.0,
     grad_clip: float | None = None,
     fused: bool = False,
+    max_steps: int | None = None,
     desc: str = "training",
 ) -> History:
     """Train ``module`` with Adam and return the per-epoch history of every loss term.
@@ -88,6 +89,9 @@ def train(
         ``min_delta`` for this many epochs, and restore the best weights.
     grad_clip
         Clip the gradient norm.
+    max_steps
+        Stop after this many optimiser steps (batches), even within an epoch; the history then also
+        holds ``"steps"`` (the count per epoch, cumulative).
     fused
         Use PyTorch's fused Adam (one pass over the parameters; several times faster on CPU for
         large layers, numerically slightly different from the default implementation). Falls back
@@ -123,6 +127,7 @@ def train(
     history: History = {}
     best, best_state, best_epoch, waited = math.inf, None, -1, 0
     gen = torch.Generator().manual_seed(int(seed))
+    n_steps = 0
     bar = log.progress_bar(desc=desc, total=epochs)
     with seeded(seed, device):
         try:
@@ -141,10 +146,15 @@ def train(
                     if grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, grad_clip)
                     opt.step()
+                    n_steps += 1
                     for k, v in out.items():
                         terms.setdefault(k, []).append(float(v.detach()))
+                    if max_steps is not None and n_steps >= max_steps:
+                        break
                 for k, v in terms.items():
                     history.setdefault(k, []).append(_mean(v))
+                if max_steps is not None:
+                    history.setdefault("steps", []).append(float(n_steps))
                 monitor = history["loss"][-1]
                 if val_batches is not None:
                     module.eval()
@@ -167,6 +177,8 @@ def train(
                         if waited >= patience:
                             log.info(f"{desc}: early stop at epoch {epoch + 1}, best epoch {best_epoch + 1}")
                             break
+                if max_steps is not None and n_steps >= max_steps:
+                    break
         finally:
             bar.close()
     if best_state is not None:

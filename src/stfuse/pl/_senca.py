@@ -54,7 +54,7 @@ def senca(
     --------
     >>> import stfuse as sf
     >>> sdata = sf.datasets.toy(n_spots=200)
-    >>> sf.tl.senca(sdata, image=False, n_clusters=4, epochs=2, hidden=16, latent=8)
+    >>> sf.tl.senca(sdata, image=False, n_clusters=4, steps=2, hidden=16, latent=8)
     >>> fig = sf.pl.senca(sdata, truth="region", show=False)
     >>> [a.get_title().split(" ")[0] for a in fig.axes if a.get_title()]
     ['H&E', 'SENCA', 'region']
@@ -68,10 +68,10 @@ def senca(
                          opts=opts)
 
 
-def _curve(ax: Axes, y: np.ndarray, *, name: str, logy: bool) -> None:
-    ax.plot(np.arange(1, len(y) + 1), y, marker="o" if len(y) <= 30 else None, ms=3)
+def _curve(ax: Axes, y: np.ndarray, *, name: str, logy: bool, x: np.ndarray | None = None) -> None:
+    ax.plot(np.arange(1, len(y) + 1) if x is None else x[: len(y)], y, marker="o" if len(y) <= 30 else None, ms=3)
     ax.set_title(name)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epoch" if x is None else "optimiser step")
     if logy and (y > 0).all():
         ax.set_yscale("log")
 
@@ -86,7 +86,7 @@ def loss(
     logy: bool = False,
     opts: PlotOptions,
 ) -> Figure | Axes | list[Axes] | None:
-    """Plot the per-epoch loss terms a tool stored in ``uns[key][loss_key]``, one panel per term.
+    """Plot the per-epoch loss terms a tool stored in ``uns[key][loss_key]``, one panel per term (x: optimiser steps when stored).
 
     Generic: any tool that stores a mapping ``{term: per-epoch values}`` under ``uns[key]["history"]``
     (every tool that trains a model) can be plotted.
@@ -108,7 +108,7 @@ def loss(
     --------
     >>> import stfuse as sf
     >>> sdata = sf.datasets.toy(n_spots=200, image=False)
-    >>> sf.tl.senca(sdata, image=False, n_clusters=4, epochs=3, hidden=16, latent=8)
+    >>> sf.tl.senca(sdata, image=False, n_clusters=4, steps=3, hidden=16, latent=8)
     >>> fig = sf.pl.loss(sdata, "senca", show=False)
     >>> [a.get_title() for a in fig.axes]
     ['loss', 'nt_xent_windowed', 'nt_xent_pooled', 'mse']
@@ -121,14 +121,21 @@ def loss(
             "history (pass loss_key=... if it uses another key)."
         )
     hist = _flat(raw)
-    names = list(terms) if terms is not None else sorted(hist, key=lambda t: t != "loss")
+    # counters, not loss terms: "steps" (optimiser steps after each pass) becomes the x axis
+    x = hist.get("steps")
+    names = list(terms) if terms is not None else sorted((t for t in hist if t.rsplit("/", 1)[-1] not in _COUNTERS),
+                                                         key=lambda t: t != "loss")
     missing = [t for t in names if t not in hist]
     if missing:
         raise KeyNotFoundError(f"No loss term(s) {missing} in uns[{key!r}][{loss_key!r}]; terms: {list(hist)}.")
     if not names:
         raise InputError("terms is empty; give at least one loss term.")
-    panels = [Panel(plot=functools.partial(_curve, y=hist[n], name=n, logy=logy)) for n in names]
+    panels = [Panel(plot=functools.partial(_curve, y=hist[n], name=n, logy=logy,
+                                           x=x if x is not None and len(x) == len(hist[n]) else None)) for n in names]
     return draw(None, panels, opts, aspect=1.3)
+
+
+_COUNTERS = ("steps", "best_epoch")
 
 
 def _flat(history: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]:

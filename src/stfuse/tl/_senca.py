@@ -39,8 +39,11 @@ def senca(
     key_added: str = "senca",
     n_top_genes: int | None = 500,
     n_neighs: int = 4,
-    epochs: int = 10,
+    connectivity_key: str | None = "spatial_connectivities",
+    steps: int = 200,
+    patience: int | None = None,
     lr: float = 5e-4,
+    cluster_method: str = "kmeans",
     encoder: str | Encoder | Callable = "histospace",
     image: bool = True,
     image_rep: str | None = None,
@@ -65,12 +68,15 @@ def senca(
     masking, linear layer, propagation over the spot graph, a transformer block) and an image branch
     (patch features through a fully connected layer) meet in a shared encoder of neighbourhood
     cross-attention, trained with hierarchical NT-Xent (local windows + coarser pools) and a
-    reconstruction loss; the shared embedding is clustered with Ward's method. See
+    reconstruction loss; the shared embedding is clustered (k-means by default; the paper's Ward's
+    method, a Gaussian mixture and Leiden/Louvain with ``cluster_method``). See
     :class:`stfuse.models.SENCA` for the architecture and the choices made where the paper is silent.
 
     Genes with fewer than ``min_counts`` total counts are dropped, counts are normalised and
     log-transformed, and the ``n_top_genes`` most variable genes by normalised dispersion (scanpy
-    flavour ``"seurat"``) are kept. The spot graph links every spot to its ``n_neighs`` nearest spots.
+    flavour ``"seurat"``) are kept. The spot graph is ``obsp[connectivity_key]`` when the table has
+    one (e.g. from :func:`squidpy.gr.spatial_neighbors`), else every spot is linked to its
+    ``n_neighs`` nearest spots.
     Image features are those of a square patch of ``patch_spacings`` spot spacings around each spot,
     reused from the embedding cache when the same encoder and patch were used before.
 
@@ -79,16 +85,37 @@ def senca(
     %(sdata)s
     %(table_key)s
     n_clusters
-        Number of regions. ``None``: chosen from the Ward dendrogram as the number of clusters in
-        ``k_range`` (default 3–12) whose cut lies in the largest gap between consecutive merge
-        heights; the choice and the gaps are logged and stored in ``uns[key_added]``.
+        Number of regions. ``None``: chosen in ``k_range`` (default 3–12) by the clusterer: the best
+        silhouette (k-means), the lowest BIC (Gaussian mixture), the largest gap between merge
+        heights (Ward), or Leiden/Louvain at resolution 1; the choice is logged and stored in
+        ``uns[key_added]["clustering"]``.
     %(key_added)s
     n_top_genes
         Highly variable genes kept [500]; ``None`` keeps all genes.
     n_neighs
-        Neighbours per spot in the spot graph [4, the legacy ST lattice; 6 suits Visium].
-    epochs, lr
-        Adam training [10 epochs, 5e-4; the paper uses 40 epochs on richer platforms].
+        Neighbours per spot when the spot graph is built here [4, the legacy ST lattice; 6 suits Visium].
+    connectivity_key
+        Spot graph to use from ``obsp`` (e.g. ``"spatial_connectivities"`` from
+        :func:`squidpy.gr.spatial_neighbors` or :func:`stfuse.gr.spatial_graph`); when the table has no
+        such key, every spot is linked to its ``n_neighs`` nearest spots. ``None`` always builds that
+        graph.
+    steps
+        Adam steps, each on one mini-batch of spatial tiles (≤ ``batch_size`` spots, so a step is a
+        full-batch epoch on sections of up to 4096 spots) [200: the toy section's regions are found
+        from about 200 steps on, see ``benchmarks/RESULTS.md``]. The paper trains 40 epochs
+        (``steps=40`` on such sections).
+    patience
+        Stop early when the loss of a pass through the section has not improved for this many passes
+        (the best weights are kept); ``None`` trains all ``steps``. The steps taken are in
+        ``uns[key_added]["history"]["steps"]``.
+    lr
+        Adam learning rate [5e-4].
+    cluster_method
+        How the shared embedding is clustered: ``"kmeans"`` (default; above Ward on the toy section
+        and the HER2ST sections, see ``benchmarks/RESULTS.md``), ``"ward"`` (the paper's
+        agglomerative clustering), ``"gmm"`` (Gaussian mixture, as mclust in
+        STAGATE/GraphST), ``"leiden"`` or ``"louvain"`` (on a kNN graph of the embedding; resolution
+        searched to give ``n_clusters``).
     encoder
         Image encoder (see :func:`stfuse.im.get_encoder`): ``"histospace"`` (shipped, offline),
         ``"resnet50"`` (the paper's), ``"timm:<name>"``, an :class:`stfuse.im.Encoder` or a module.
@@ -119,7 +146,7 @@ def senca(
     return_model
         Also return the trained :class:`stfuse.models.SENCA` (to save it or embed other sections).
     **kwargs
-        Model parameters of :class:`stfuse.models.SENCA` (``hidden``, ``latent``, ``mask_rate``,
+        Model parameters of :class:`stfuse.models.SENCA` (``hidden``, ``latent``, ``mask_rate``, ``contrast``,
         ``cross_attention``, ``hierarchical``, ``combine``, ``lam``, ``batch_size``, ...) and
         clustering parameters ``k_range`` and ``max_ward_spots`` (Ward's tree is built on at most
         this many spots [10000]; the others join the nearest cluster mean).
@@ -138,7 +165,7 @@ def senca(
     --------
     >>> import stfuse as sf
     >>> sdata = sf.datasets.toy(n_spots=400, image=False)
-    >>> sf.tl.senca(sdata, image=False, n_clusters=3, epochs=2, hidden=32, latent=16)
+    >>> sf.tl.senca(sdata, image=False, n_clusters=3, steps=2, hidden=32, latent=16)
     >>> sdata.tables["table"].obs["senca"].cat.categories.tolist()
     ['0', '1', '2']
 
@@ -154,7 +181,10 @@ def senca(
     _check.key_added(key_added)
     _check.n_neighs(n_neighs, n)
     _check.n_clusters(n_clusters, n)
-    _check.positive_int("epochs", epochs)
+    _check.positive_int("steps", steps)
+    if patience is not None:
+        _check.positive_int("patience", patience)
+    _check.choice("cluster_method", cluster_method, ("ward", "kmeans", "gmm", "leiden", "louvain"))
     _check.positive("lr", lr)
     if n_top_genes is not None:
         _check.positive_int("n_top_genes", n_top_genes, minimum=2)
@@ -163,7 +193,7 @@ def senca(
         _check.obsm_key(spots.table, image_rep, fix="Embed the image first with sf.im.embed(sdata, ...), or leave "
                         "image_rep=None.")
 
-    sec = prepare_section(spots, n_neighs=int(n_neighs), layer=layer, min_counts=int(min_counts),
+    sec = prepare_section(spots, n_neighs=int(n_neighs), connectivity_key=connectivity_key, layer=layer, min_counts=int(min_counts),
                           n_top_genes=n_top_genes, image=image, image_rep=image_rep, encoder=encoder,
                           patch_spacings=patch_spacings, weights=weights, device=device)
     X, F, nbr = sec.X, sec.F, sec.nbr
@@ -171,17 +201,18 @@ def senca(
                   random_state=random_state, **kw)
     log.info(f"SENCA on {n} spots x {X.shape[1]} genes" + (f" + {F.shape[1]} image features" if F is not None
                                                            else " (gene-only)"))
-    history = model.fit(X, F, nbr, spots.centers, epochs=int(epochs), lr=float(lr))
+    history = model.fit(X, F, nbr, spots.centers, steps=int(steps), lr=float(lr), patience=patience)
     S = model.embed(X, F, nbr, spots.centers)
-    labels, k, how = cluster(S, n_clusters, method="ward", k_range=tuple(cluster_kw.get("k_range", (3, 12))),
-                             max_spots=int(cluster_kw.get("max_ward_spots", 10_000)), random_state=random_state)
+    opts = {"max_spots": int(cluster_kw.get("max_ward_spots", 10_000))} if cluster_method == "ward" else {}
+    labels, k, how = cluster(S, n_clusters, method=cluster_method, k_range=tuple(cluster_kw.get("k_range", (3, 12))),
+                             random_state=random_state, **opts)
     if n_clusters is None:
-        log.info(f"SENCA: {k} clusters chosen from the Ward dendrogram (largest merge-height gap in "
-                 f"k_range={how['k_range']})")
+        log.info(f"SENCA: {k} clusters chosen by {cluster_method} ({how.get('chosen_from')})")
 
     params = {
         "n_clusters": None if n_clusters is None else int(n_clusters), "n_top_genes": n_top_genes,
-        "n_neighs": int(n_neighs), "epochs": int(epochs), "lr": float(lr), "image": F is not None,
+        "n_neighs": int(n_neighs), "connectivity_key": connectivity_key, "steps": int(steps), "patience": patience,
+        "lr": float(lr), "cluster_method": cluster_method, "image": F is not None,
         "image_rep": image_rep, "encoder": None if sec.features is None else sec.features.provenance.get("encoder"),
         "image_features": sec.inputs["image_features"], "patch_spacings": float(patch_spacings),
         "layer": layer, "min_counts": int(min_counts), "random_state": int(random_state),

@@ -19,7 +19,7 @@ from .._errors import InputError, KeyNotFoundError
 from .._results import record
 from .._spots import get_spots, selection
 from ..data import prepare_pcs
-from ._clustering import Flavor, cluster
+from ._clustering import Flavor, Method, cluster
 
 __all__ = ["stmic", "stmic_markers"]
 
@@ -53,7 +53,8 @@ def stmic(
     image_weight: float = 1.0,
     size: float = 1.0,
     stain: Literal["macenko", "reinhard"] | Any | None = None,
-    flavor: Flavor = "louvain",
+    cluster_method: Method = "louvain",
+    flavor: Flavor | None = None,
     layer: str | None = None,
     max_steps: int = 30,
     key_added: str = "stmic",
@@ -76,7 +77,8 @@ def stmic(
     are, as in the paper (the image block multiplied by ``image_weight``; as the expression PCs
     summarise thousands of unit-variance genes, they usually carry more variance than the image PCs).
     The ``2 * n_pcs`` concatenation is clustered by Louvain (or Leiden) on its symmetric, unweighted
-    ``n_neighs``-nearest-neighbour graph (exact Euclidean neighbours).
+    ``n_neighs``-nearest-neighbour graph (exact Euclidean neighbours), or, with ``cluster_method``, by
+    k-means, a Gaussian mixture or Ward's method on the concatenation itself.
 
     The paper tuned the Louvain resolution in a GUI whose scale runs opposite to scanpy's; its values
     (1.5–1.9) do not carry over. Give ``n_clusters`` instead (the resolution is searched, see below)
@@ -120,8 +122,14 @@ def stmic(
     stain
         Stain normalisation of the patches before encoding: ``None`` (the paper's), ``"macenko"``,
         ``"reinhard"`` or a fitted :class:`stfuse.im.StainNormalizer` (see :func:`stfuse.im.image_features`).
+    cluster_method
+        ``"louvain"`` (igraph multilevel, the paper's) or ``"leiden"`` (igraph, modularity) on the kNN
+        graph above; or ``"kmeans"``, ``"gmm"`` (Gaussian mixture, mclust-style) or ``"ward"`` on the
+        concatenated PCs (these need ``n_clusters``, or choose it from ``k_range`` 3–12 when both
+        ``n_clusters`` and ``resolution`` are ``None``; they suit tissue where one region is most of
+        the section, which a community search cuts into balanced pieces).
     flavor
-        ``"louvain"`` (igraph multilevel, the paper's) or ``"leiden"`` (igraph, modularity).
+        Deprecated name of ``cluster_method`` (``"louvain"`` or ``"leiden"``).
     layer
         Layer holding raw counts (default ``X``).
     max_steps
@@ -160,7 +168,15 @@ def stmic(
     """
     t0 = time.perf_counter()
     _check.choice("modality", modality, ("both", "expression", "image"))
-    _check.choice("flavor", flavor, ("louvain", "leiden"))
+    if flavor is not None:
+        warnings.warn("sf.tl.stmic: flavor= is deprecated; use cluster_method=.", FutureWarning, stacklevel=2)
+        _check.choice("flavor", flavor, ("louvain", "leiden"))
+        cluster_method = flavor
+    _check.choice("cluster_method", cluster_method, ("louvain", "leiden", "kmeans", "gmm", "ward"))
+    community = cluster_method in ("louvain", "leiden")
+    if resolution is not None and not community:
+        raise InputError(f"resolution= applies to cluster_method='louvain' or 'leiden', not {cluster_method!r}; "
+                         "pass n_clusters= instead.")
     if resolution is not None and n_clusters is not None:
         raise InputError("Give either resolution= or n_clusters= (the resolution is then searched), not both.")
     if resolution is not None:
@@ -180,9 +196,9 @@ def stmic(
     pcs = prepare_pcs(spots, n_pcs=n_pcs, modality=modality, layer=layer, encoder=encoder, size=size,
                       weights=weights, image_weight=image_weight, stain=stain, batch_size=batch_size, device=device,
                       random_state=random_state)
-    labels, k, how = cluster(pcs.Z, n_clusters, method=flavor, n_neighs=int(n_neighs), resolution=resolution,
-                             max_steps=max_steps, random_state=random_state)
-    used, exact, steps = how["resolution"], how["exact"], how["steps"]
+    opts = {"n_neighs": int(n_neighs), "resolution": resolution, "max_steps": max_steps} if community else {}
+    labels, k, how = cluster(pcs.Z, n_clusters, method=cluster_method, random_state=random_state, **opts)
+    used, exact, steps = how.get("resolution", float("nan")), how.get("exact", True), how.get("steps", [])
     if not exact:
         warnings.warn(
             f"sf.tl.stmic: no resolution gave exactly {n_clusters} clusters in {len(steps)} runs; kept "
@@ -190,23 +206,26 @@ def stmic(
             UserWarning,
             stacklevel=2,
         )
-    log.info(f"stMIC ({modality}): {k} clusters at resolution {used:.4g} in {time.perf_counter() - t0:.1f} s")
+    log.info(f"stMIC ({modality}): {k} clusters by {cluster_method} in {time.perf_counter() - t0:.1f} s")
 
     cats = [str(i) for i in range(k)]
     params = {
         "n_pcs": n_pcs, "n_neighs": int(n_neighs), "resolution": None if resolution is None else float(resolution),
         "n_clusters": None if n_clusters is None else int(n_clusters), "modality": modality,
-        "image_weight": float(image_weight), "size": float(size), "stain": _stain_name(stain), "flavor": flavor,
+        "image_weight": float(image_weight), "size": float(size), "stain": _stain_name(stain),
+        "cluster_method": cluster_method,
         "layer": layer, "random_state": int(random_state), "max_steps": int(max_steps),
     }
-    extra: dict[str, Any] = {"resolution": float(used), "n_clusters": k, "exact": bool(exact),
-                             "search": np.array(steps, dtype=float).reshape(-1, 2)}
+    extra: dict[str, Any] = {"n_clusters": k, "clustering": {k_: v for k_, v in how.items() if k_ != "steps"}}
+    if community:
+        extra.update(resolution=float(used), exact=bool(exact), search=np.array(steps, dtype=float).reshape(-1, 2))
     extra.update({f"variance_ratio_{b}": v for b, v in pcs.variance_ratio.items()})
     if pcs.features is not None:
         extra["encoder"] = {k_: v for k_, v in pcs.features.provenance.items() if v is not None}
         extra["image_obsm"] = pcs.features.obsm_key
     return record(spots, key_added, params=params, extra=extra,
-                  inputs={**pcs.inputs, "graph": {"kind": "knn", "n_neighs": int(n_neighs), "on": K.obsm(key_added)}},
+                  inputs={**pcs.inputs, **({"graph": {"kind": "knn", "n_neighs": int(n_neighs), "on": K.obsm(key_added)}}
+                                           if community else {})},
                   obs={key_added: pd.Categorical(np.array(cats, dtype=object)[labels], categories=cats)},
                   obsm={K.obsm(key_added): pcs.Z.astype(np.float32)}, embeddings=pcs.new_embeddings, copy=copy)
 
