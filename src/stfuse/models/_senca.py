@@ -27,7 +27,15 @@ from torch import nn
 from .. import _logging as log
 from .._errors import InputError
 from ..gr import grid_cells, grow_mask, hop_tokens, spacing
-from ..nn import NeighbourhoodCrossAttention, graph_mean, nt_xent, seeded, tokens_to_edges, train
+from ..nn import (
+    NeighbourhoodCrossAttention,
+    graph_mean,
+    nbr_to_edges,
+    nt_xent,
+    seeded,
+    tokens_to_edges,
+    train,
+)
 from ._base import BaseModel
 
 __all__ = ["SENCA", "SENCAModule"]
@@ -317,8 +325,7 @@ class SENCAModule(nn.Module):
 
     def forward(self, x: torch.Tensor, f: torch.Tensor | None, nbr: torch.Tensor) -> dict[str, torch.Tensor]:
         """Embeddings of every node of a (sub)graph: ``R``, ``H``, ``S``, decoder output ``D`` and target ``E``."""
-        tok1 = torch.cat([torch.arange(len(nbr), device=nbr.device)[:, None], nbr], 1)
-        edges = tokens_to_edges(tok1)
+        edges = nbr_to_edges(nbr)
         attn_edges = None if self.attention_hops is None else (
             edges if self.attention_hops == 1 else tokens_to_edges(_local_tokens(nbr, self.attention_hops)))
         R = self.rna(x, edges, attn_edges)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from .._spots import Spots, get_spots, selection
 from ..data import prepare_section
 from ..im import Encoder
 from ..models import SENCA
-from ._clustering import cluster
+from ._clustering import Method, cluster
 
 __all__ = ["senca"]
 
@@ -184,7 +184,7 @@ def senca(
     _check.positive_int("steps", steps)
     if patience is not None:
         _check.positive_int("patience", patience)
-    _check.choice("cluster_method", cluster_method, ("ward", "kmeans", "gmm", "leiden", "louvain"))
+    _check.choice("cluster_method", cluster_method, get_args(Method))
     _check.positive("lr", lr)
     if n_top_genes is not None:
         _check.positive_int("n_top_genes", n_top_genes, minimum=2)

@@ -6,7 +6,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -172,7 +172,7 @@ def stmic(
         warnings.warn("sf.tl.stmic: flavor= is deprecated; use cluster_method=.", FutureWarning, stacklevel=2)
         _check.choice("flavor", flavor, ("louvain", "leiden"))
         cluster_method = flavor
-    _check.choice("cluster_method", cluster_method, ("louvain", "leiden", "kmeans", "gmm", "ward"))
+    _check.choice("cluster_method", cluster_method, get_args(Method))
     community = cluster_method in ("louvain", "leiden")
     if resolution is not None and not community:
         raise InputError(f"resolution= applies to cluster_method='louvain' or 'leiden', not {cluster_method!r}; "
