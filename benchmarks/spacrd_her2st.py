@@ -2,11 +2,14 @@
 
 ``lopo``   leave-one-patient-out over the 7 pathologist-labelled sections (B1, C1, D1, E1, F1, G2, H1; one
            section per patient), expression only (``use_image=False``); cancer = invasive cancer or cancer
-           in situ (``obs["cancer"]``). SpaCRD with its defaults, over several seeds, next to a
-           logistic-regression baseline on the same genes and the same preparation. F1 uses the GMM
-           threshold on the target's scores for both methods (never the true class balance).
-``summary`` the ``lopo`` report from the per-spot scores that ``lopo --held ...`` runs saved (folds run in
-           parallel processes).
+           in situ (``obs["cancer"]``). SpaCRD with its defaults, over several seeds, next to two
+           logistic-regression baselines on the same genes and the same preparation (each spot's own
+           expression; the mean over the spot and its 6 nearest spots, C chosen by leave-one-reference-
+           section-out). F1 uses the GMM threshold on the target's scores for every method (never the
+           true class balance). Folds run in ``--jobs`` processes with ``sf.settings.threads(jobs)``
+           torch threads each (processes × threads ≤ cores).
+``summary`` the ``lopo`` report from the per-spot scores that ``lopo --held ...`` runs saved (folds run
+           separately).
 ``images`` train on C2–C5 + B4, score C6; train on C2–C6, score B4 (author-cluster labels: cancer when the
            cluster name starts with "cancer"; spots without a cluster are unlabelled and not scored), with
            and without the image branch.
@@ -20,6 +23,7 @@ Run from the project root::
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -54,21 +58,41 @@ def _truth(sd: Any, key: str) -> tuple[np.ndarray, np.ndarray]:
     return v.to_numpy()[ok].astype(bool), ok
 
 
-def _baseline(refs: list[Any], target: Any, genes: list[str], key: str, seed: int) -> np.ndarray:
-    """Logistic regression on the genes SpaCRD used, prepared the same way (per-section min-max)."""
-    from sklearn.linear_model import LogisticRegression
+def _prep(sd: Any, genes: list[str], *, smooth: bool) -> np.ndarray:
+    """The genes SpaCRD used, prepared the same way (per-section min-max); ``smooth``: mean with the 6 nearest spots."""
+    X = np.asarray(sf.pp.prepare_expression(sd.tables["table"], genes=genes, scale="minmax").X, dtype=np.float64)
+    if not smooth:
+        return X
+    nb = sf.data.neighbour_index(np.asarray(sd.tables["table"].obsm["spatial"], float), 6)
+    ok = nb >= 0
+    return (X + (X[np.maximum(nb, 0)] * ok[..., None]).sum(1)) / (1 + ok.sum(1, keepdims=True))
 
-    def prep(sd):
-        return sf.pp.prepare_expression(sd.tables["table"], genes=genes, scale="minmax").X
 
-    X, y = [], []
-    for r in refs:
+def _baseline(refs: list[Any], target: Any, genes: list[str], key: str, seed: int, *, smooth: bool = False) -> np.ndarray:
+    """Logistic regression on the genes SpaCRD used, prepared the same way (per-section min-max).
+
+    ``smooth=False``: sklearn's default ``C=1`` on each spot's own expression. ``smooth=True``: on the
+    mean of each spot and its 6 nearest spots (the neighbourhood SpaCRD attends to), ``C`` chosen
+    among 1e-3..1 by leave-one-reference-section-out AUC (never on the target).
+    """
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    X, y, groups = [], [], []
+    for i, r in enumerate(refs):
         lab, ok = _truth(r, key)
-        X.append(prep(r)[ok])
+        X.append(_prep(r, genes, smooth=smooth)[ok])
         y.append(lab)
-    lr = LogisticRegression(max_iter=2000, random_state=seed)
-    lr.fit(np.vstack(X), np.concatenate(y))
-    return lr.predict_proba(prep(target))[:, 1]
+        groups.append(np.full(len(lab), i))
+    X, y, groups = np.vstack(X), np.concatenate(y), np.concatenate(groups)
+    if smooth and len(refs) > 2:
+        folds = [(a, b) for a, b in LeaveOneGroupOut().split(X, y, groups) if len(np.unique(y[b])) == 2]
+        lr = LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1, 1.0], cv=folds, scoring="roc_auc", max_iter=3000,
+                                  random_state=seed)
+    else:
+        lr = LogisticRegression(max_iter=3000, random_state=seed)
+    lr.fit(X, y)
+    return lr.predict_proba(_prep(target, genes, smooth=smooth))[:, 1]
 
 
 def _metrics(truth: np.ndarray, ok: np.ndarray, scores: np.ndarray, calls: np.ndarray) -> dict[str, float]:
@@ -85,101 +109,159 @@ def _run(refs: list[Any], target: Any, key: str, seed: int, **kw: Any) -> tuple[
     return m, tab.uns["spacrd"], dt, tab
 
 
-def _summary(results: dict[str, dict[int, dict[str, float]]], lr: dict[str, dict[str, float]], seeds: list[int],
-             spots: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
-    """Rows per section (SpaCRD mean ± sd over seeds, LR) and a mean row (± sd over seeds of the mean)."""
+BASELINES = {"LR": "lr", "LR smooth": "lrs"}  # report name -> column prefix in the saved per-spot frames
+
+
+def _summary(results: dict[str, dict[int, dict[str, float]]], base: dict[str, dict[str, dict[str, float]]],
+             seeds: list[int], spots: dict[str, tuple[int, int]], extra: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    """Rows per section (SpaCRD mean ± sd over seeds, the baselines) and a mean row (± sd over seeds of the mean)."""
     def fmt(vals: list[float]) -> str:
         return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
     rows = []
     for sec, res in results.items():
         row = {"section": sec, "spots": spots[sec][0], "cancer": spots[sec][1]}
-        row |= {f"SpaCRD {k}": fmt([res[s][k] for s in seeds]) for k in ("auc", "ap", "f1")}
-        row |= {f"LR {k}": f"{lr[sec][k]:.3f}" for k in ("auc", "ap", "f1")}
-        rows.append(row)
+        row |= {f"SpaCRD {k}": fmt([res[s][k] for s in seeds]) for k in ("auc", "ap", "f1", "best f1")}
+        for name, b in base.items():
+            row |= {f"{name} {k}": f"{b[sec][k]:.3f}" for k in ("auc", "f1")}
+        rows.append(row | extra.get(sec, {}))
     mean = {"section": "mean", "spots": sum(v[0] for v in spots.values()), "cancer": sum(v[1] for v in spots.values())}
     mean |= {f"SpaCRD {k}": fmt([float(np.mean([results[sec][s][k] for sec in results])) for s in seeds])
-             for k in ("auc", "ap", "f1")}
-    mean |= {f"LR {k}": f"{np.mean([lr[sec][k] for sec in lr]):.3f}" for k in ("auc", "ap", "f1")}
+             for k in ("auc", "ap", "f1", "best f1")}
+    for name, b in base.items():
+        mean |= {f"{name} {k}": f"{np.mean([b[sec][k] for sec in b]):.3f}" for k in ("auc", "f1")}
     return [*rows, mean]
 
 
-def _csv(held: str, undetermined: str, epochs: int | None) -> Path:
-    return Path(__file__).parent / "results" / f"spacrd_lopo_{held}_{undetermined}_e{epochs or 'default'}.csv"
+def _best_f1(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The best F1 any threshold reaches (what the GMM threshold is compared to; uses the labels)."""
+    from sklearn.metrics import precision_recall_curve
+
+    p, r, _ = precision_recall_curve(truth, scores)
+    return float(np.nanmax(np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)))
 
 
-def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undetermined: str, command: str) -> None:
+def _csv(held: str, undetermined: str, epochs: int | None, validation: str) -> Path:
+    return (Path(__file__).parent / "results"
+            / f"spacrd_lopo_{held}_{undetermined}_e{epochs or 'default'}_v{validation}.csv")
+
+
+def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undetermined: str, validation: str,
+            command: str) -> None:
     """Metrics of the saved per-spot scores of every fold -> RESULTS.md (the same code for a run and ``summary``)."""
     evals: dict[str, dict[str, dict[int, dict[str, float]]]] = {"all": {}, "determined": {}}
-    lr_evals: dict[str, dict[str, dict[str, float]]] = {"all": {}, "determined": {}}
+    base: dict[str, dict[str, dict[str, dict[str, float]]]] = {"all": {}, "determined": {}}
     spots: dict[str, dict[str, tuple[int, int]]] = {"all": {}, "determined": {}}
+    extra: dict[str, str] = {}
     for held, frame in frames.items():
         truth = frame["cancer"].to_numpy(bool)
+        extra[held] = {"s per fit": f"{np.mean([frame[f'sec_{s}'].iloc[0] for s in seeds]):.0f}",
+                       "stopped / best epoch": ", ".join(f"{int(frame[f'epochs_{s}'].iloc[0])}/{int(frame[f'best_{s}'].iloc[0])}"
+                                                         for s in seeds),
+                       "validation": ", ".join(sorted({str(frame[f'validation_{s}'].iloc[0]) for s in seeds}))}
         # all spots (undetermined = normal) / the spots the pathologist left undetermined left out
         masks = {"all": np.ones(len(frame), bool), "determined": frame["label"].astype(str).to_numpy() != "undetermined"}
         for name, mask in masks.items():
             spots[name][held] = (int(mask.sum()), int(truth[mask].sum()))
-            evals[name][held] = {seed: sf.metrics.classification(truth[mask], frame[f"spacrd_score_{seed}"].to_numpy()[mask],
-                                                                 pred=frame[f"spacrd_call_{seed}"].to_numpy(bool)[mask])
-                                 for seed in seeds}
-            lr_evals[name][held] = sf.metrics.classification(truth[mask], frame["lr_score"].to_numpy()[mask],
-                                                             pred=frame["lr_call"].to_numpy(bool)[mask])
-    setting = (f"expression only (use_image=False), SpaCRD defaults ({'epochs=' + str(epochs) if epochs else 'default epochs'}), "
-               f"training labels: undetermined spots {'unlabelled' if undetermined == 'unlabelled' else 'normal'}, "
-               f"seeds {seeds}")
-    body = (f"Leave-one-patient-out, {setting}. Folds (held-out sections) reported: {', '.join(frames)}. SpaCRD: mean ± sd over seeds; mean row: mean over sections, ± sd over "
-            "seeds of that mean. LR = sklearn LogisticRegression on the same genes and preparation, trained on the "
-            "same labels. F1 at the GMM threshold of the target's scores for both (no peeking at the labels).\n\n"
+            evals[name][held] = {
+                seed: sf.metrics.classification(truth[mask], frame[f"spacrd_score_{seed}"].to_numpy()[mask],
+                                                pred=frame[f"spacrd_call_{seed}"].to_numpy(bool)[mask])
+                | {"best f1": _best_f1(truth[mask], frame[f"spacrd_score_{seed}"].to_numpy()[mask])}
+                for seed in seeds}
+            for label, col in BASELINES.items():
+                base[name].setdefault(label, {})[held] = sf.metrics.classification(
+                    truth[mask], frame[f"{col}_score"].to_numpy()[mask], pred=frame[f"{col}_call"].to_numpy(bool)[mask])
+    setting = (f"expression only (use_image=False), SpaCRD defaults ({'epochs=' + str(epochs) if epochs else 'default epochs'}"
+               f", validation={validation!r}), training labels: undetermined spots "
+               f"{'unlabelled' if undetermined == 'unlabelled' else 'normal'}, seeds {seeds}")
+    body = (f"Leave-one-patient-out, {setting}. Folds (held-out sections) reported: {', '.join(frames)}. SpaCRD: mean ± sd "
+            "over seeds; mean row: mean over sections, ± sd over seeds of that mean. 'best f1' = the best F1 of any "
+            "threshold (uses the labels; the GMM threshold does not). 'stopped / best epoch' per seed; 'validation' = "
+            "what early stopping watched. LR = sklearn LogisticRegression (C=1) on the same genes and preparation; LR "
+            "smooth = the same on the mean of each spot and its 6 nearest spots, C chosen by leave-one-reference-"
+            "section-out AUC; both trained on the same labels. F1 at the GMM threshold of the target's scores for "
+            "every method (no peeking at the labels).\n\n"
             "All spots scored (cancer = invasive cancer or cancer in situ; every other label, undetermined included, "
-            "= normal):\n\n" + table(_summary(evals["all"], lr_evals["all"], seeds, spots["all"]))
+            "= normal):\n\n" + table(_summary(evals["all"], base["all"], seeds, spots["all"], extra))
             + "\n\nSpots labelled undetermined left out of the evaluation (as in the ARI protocol on these data):\n\n"
-            + table(_summary(evals["determined"], lr_evals["determined"], seeds, spots["determined"])))
+            + table(_summary(evals["determined"], base["determined"], seeds, spots["determined"], {})))
     append_results("SpaCRD: HER2ST leave-one-patient-out (7 pathologist-labelled sections)", body, command)
 
 
-def lopo(seeds: list[int], sections: list[str], held_out: list[str], epochs: int | None, undetermined: str) -> None:
+@functools.cache
+def _labelled(section: str, undetermined: str) -> Any:
+    sd = _read(section, image=False)
+    if undetermined == "unlabelled":  # train without the spots the pathologist left undetermined
+        obs = sd.tables["table"].obs
+        obs["cancer_determined"] = np.where(obs["label"].astype(str) == "undetermined", None,
+                                            obs["cancer"].to_numpy()).astype(object)
+    return sd
+
+
+def _fold(held: str, sections: list[str], seeds: list[int], kw: dict[str, Any], undetermined: str) -> Any:
+    """One LOPO fold: SpaCRD over the seeds and both baselines; per-spot scores as a frame."""
     import pandas as pd
 
-    data = {s: _read(s, image=False) for s in sections}
-    key = "cancer"
-    if undetermined == "unlabelled":  # train without the spots the pathologist left undetermined
-        key = "cancer_determined"
-        for sd in data.values():
-            obs = sd.tables["table"].obs
-            obs[key] = np.where(obs["label"].astype(str) == "undetermined", None, obs["cancer"].to_numpy()).astype(object)
-    kw = {"use_image": False} | ({"epochs": epochs} if epochs else {})
-    frames = {}
-    for held in held_out:
-        refs = [data[s] for s in sections if s != held]
-        obs = data[held].tables["table"].obs
-        frame = pd.DataFrame({"label": obs["label"].astype(str).to_numpy(), "cancer": obs["cancer"].to_numpy(bool)},
-                             index=obs.index)
-        for seed in seeds:
-            m, uns, dt, tab = _run(refs, data[held], key, seed, **kw)
-            frame[f"spacrd_score_{seed}"] = tab.obs["spacrd_score"].to_numpy()
-            frame[f"spacrd_call_{seed}"] = (tab.obs["spacrd"] == "cancer").to_numpy()
-            print(f"{held} seed {seed}: {m} ({dt:.0f} s, {len(uns['history']['loss'])} epochs, "
-                  f"threshold {uns['threshold']['method']})", flush=True)
-        lr = _baseline(refs, data[held], list(uns["genes"]), key, 0)
-        frame["lr_score"], frame["lr_call"] = lr, lr >= gmm_threshold(lr).threshold
-        print(f"{held} LR: {sf.metrics.classification(frame['cancer'], lr, pred=frame['lr_call'])}", flush=True)
-        _csv(held, undetermined, epochs).parent.mkdir(exist_ok=True)
-        frame.to_csv(_csv(held, undetermined, epochs))
-        frames[held] = frame
+    key = "cancer_determined" if undetermined == "unlabelled" else "cancer"
+    refs = [_labelled(s, undetermined) for s in sections if s != held]
+    target = _labelled(held, undetermined)
+    obs = target.tables["table"].obs
+    frame = pd.DataFrame({"label": obs["label"].astype(str).to_numpy(), "cancer": obs["cancer"].to_numpy(bool)},
+                         index=obs.index)
+    for seed in seeds:
+        m, uns, dt, tab = _run(refs, target, key, seed, **kw)
+        frame[f"spacrd_score_{seed}"] = tab.obs["spacrd_score"].to_numpy()
+        frame[f"spacrd_call_{seed}"] = (tab.obs["spacrd"] == "cancer").to_numpy()
+        hist = uns["history"]
+        frame[f"sec_{seed}"] = dt
+        frame[f"epochs_{seed}"] = len(hist["loss"])
+        frame[f"best_{seed}"] = int(np.ravel(hist.get("best_epoch", [len(hist["loss"])]))[0])
+        frame[f"validation_{seed}"] = str(uns["params"].get("validation"))
+        print(f"{held} seed {seed}: {m} ({dt:.0f} s, {len(hist['loss'])} epochs, validation {uns['params'].get('validation')}, "
+              f"threshold {uns['threshold']['method']})", flush=True)
+    genes = list(uns["genes"])
+    for col, smooth in (("lr", False), ("lrs", True)):
+        score = _baseline(refs, target, genes, key, 0, smooth=smooth)
+        frame[f"{col}_score"], frame[f"{col}_call"] = score, score >= gmm_threshold(score).threshold
+        print(f"{held} {col}: {sf.metrics.classification(frame['cancer'], score, pred=frame[f'{col}_call'])}", flush=True)
+    return frame
+
+
+def _worker(threads: int) -> None:
+    sf.settings.n_jobs = threads
+    sf.settings.verbosity = 0  # the fold results are printed; progress bars of parallel folds would interleave
+
+
+def lopo(seeds: list[int], sections: list[str], held_out: list[str], epochs: int | None, undetermined: str,
+         validation: str, jobs: int) -> None:
+    """Folds in ``jobs`` processes, each with ``sf.settings.threads(jobs)`` torch threads (processes × threads ≤ cores)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    kw = {"use_image": False, "validation": None if validation == "none" else validation} | (
+        {"epochs": epochs} if epochs else {})
+    args = [(held, sections, seeds, kw, undetermined) for held in held_out]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, initializer=_worker, initargs=(sf.settings.threads(jobs),)) as ex:
+            frames = dict(zip(held_out, ex.map(_fold, *zip(*args))))
+    else:
+        frames = {held: _fold(*a) for held, a in zip(held_out, args)}
+    for held, frame in frames.items():
+        _csv(held, undetermined, epochs, validation).parent.mkdir(exist_ok=True)
+        frame.to_csv(_csv(held, undetermined, epochs, validation))
     if set(held_out) == set(sections):
-        _report(frames, seeds, epochs, undetermined,
+        _report(frames, seeds, epochs, undetermined, validation,
                 "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo " + " ".join(sys.argv[2:]))
 
 
-def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermined: str) -> None:
+def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermined: str, validation: str) -> None:
     """Report folds run in separate processes (``lopo --held ...``) from their saved per-spot CSVs."""
     import pandas as pd
 
-    missing = [s for s in sections if not _csv(s, undetermined, epochs).is_file()]
+    missing = [s for s in sections if not _csv(s, undetermined, epochs, validation).is_file()]
     if missing:
         raise SystemExit(f"no saved scores for folds {missing}: run lopo --held {' '.join(missing)} first")
-    frames = {s: pd.read_csv(_csv(s, undetermined, epochs), index_col=0) for s in sections}
-    _report(frames, seeds, epochs, undetermined,
+    frames = {s: pd.read_csv(_csv(s, undetermined, epochs, validation), index_col=0) for s in sections}
+    _report(frames, seeds, epochs, undetermined, validation,
             "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo --held <folds> "
             + " ".join(sys.argv[2:]) + " (folds in parallel processes), then the same options with summary")
 
@@ -225,14 +307,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pretrain-epochs", type=int, default=None, help="images: alignment pre-training epochs")
     p.add_argument("--encoder", default="histospace")
     p.add_argument("--targets", nargs="+", choices=["C6", "B4"], default=None, help="images: the splits to run (targets)")
+    p.add_argument("--validation", choices=["section", "spots", "none"], default="section",
+                   help="lopo: what SpaCRD's early stopping watches (sf.tl.spacrd validation=)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="lopo: folds run at once, each with sf.settings.threads(jobs) torch threads")
     p.add_argument("--undetermined", choices=["normal", "unlabelled"], default="normal",
                    help="training labels of spots the pathologist marked undetermined (lopo)")
     a = p.parse_args(argv)
     sf.settings.verbosity = 1
     if a.mode == "lopo":
-        lopo(a.seeds, a.sections, a.held or a.sections, a.epochs, a.undetermined)
+        lopo(a.seeds, a.sections, a.held or a.sections, a.epochs, a.undetermined, a.validation, a.jobs)
     elif a.mode == "summary":
-        summary(a.seeds, a.sections, a.epochs, a.undetermined)
+        summary(a.seeds, a.sections, a.epochs, a.undetermined, a.validation)
     else:
         images(a.seeds, a.epochs, a.pretrain_epochs, a.encoder, a.targets)
 

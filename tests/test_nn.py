@@ -95,6 +95,24 @@ def test_train_history_early_stopping_and_determinism():
     assert h1["loss"][-1] < h1["loss"][0]
 
 
+def test_train_early_stopping_monitors_the_chosen_validation_term():
+    net = torch.nn.Linear(1, 1)
+    x = torch.linspace(-1, 1, 32)[:, None]
+
+    def step(m, b):
+        fit = ((m(b) - 2 * b) ** 2).mean()
+        # "other" only grows: watching it stops after `patience` epochs and keeps the first epoch
+        return {"loss": fit, "other": torch.tensor(float(len(seen))) + 0 * fit}
+
+    seen: list[int] = []
+    hist = train(net, lambda m, b: (seen.append(1), step(m, b))[1], lambda g: [x], epochs=20, lr=1e-2,
+                 device="cpu", seed=0, val_batches=lambda: [x], patience=2, monitor="other")
+    assert len(hist["loss"]) == 3 and hist["best_epoch"] == [1.0]
+    with pytest.raises(KeyError, match="no 'auc' term"):
+        train(net, step, lambda g: [x], epochs=2, lr=1e-2, device="cpu", seed=0, val_batches=lambda: [x],
+              patience=2, monitor="auc")
+
+
 def test_train_refuses_nan_loss():
     net = torch.nn.Linear(1, 1)
     with pytest.raises(FloatingPointError, match="lower lr"):

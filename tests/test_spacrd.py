@@ -304,3 +304,30 @@ def test_pl_spacrd(sections, tmp_path):
     with pytest.raises(sf.KeyNotFoundError, match=r"sf\.tl\.spacrd"):
         sf.pl.spacrd(tgt, key="nope")
     plt.close("all")
+
+
+def test_spacrd_early_stopping_watches_a_whole_reference_section(sections):
+    ref, tgt = sections
+    other = sf.datasets.toy(n_spots=200, seed=3, image=False)
+    _table(other).obs["section"] = "other"
+    fast = {**FAST, "epochs": 4, "patience": 2}
+    out, model = sf.tl.spacrd(tgt, [ref, other], use_image=False, copy=True, return_model=True, **fast)
+    held = out.tables["table"].uns["spacrd"]["params"]["validation"]
+    assert held in ("section toy", "section other")
+    n_held = 300 if held == "section toy" else 200
+    # the held-out section is not trained on: every one of its spots validates, no other spot does
+    assert model.info["training"]["n_val"] == n_held and model.info["training"]["n_train"] == 500 - n_held
+    assert model.info["training"]["monitor"] == "bce"
+    assert "best_epoch" in model.info["history"] and "val_bce" in model.info["history"]
+    # one reference: a whole section cannot be held out, random spots are (and the record says so)
+    one = sf.tl.spacrd(tgt, ref, use_image=False, copy=True, **fast)
+    assert _table(one).uns["spacrd"]["params"]["validation"].endswith("random reference spots")
+    # no validation: every epoch runs
+    none, m = sf.tl.spacrd(tgt, [ref, other], use_image=False, validation=None, copy=True, return_model=True, **fast)
+    assert _table(none).uns["spacrd"]["params"]["validation"] == "none"
+    assert len(m.info["history"]["loss"]) == 4 and "best_epoch" not in m.info["history"]
+    with pytest.raises(sf.InputError, match="validation must be"):
+        sf.tl.spacrd(tgt, ref, use_image=False, validation="random", **FAST)
+    X, _, nb, y = _arrays()
+    with pytest.raises(sf.InputError, match="monitor must be"):
+        SpaCRD(n_genes=12, n_image=0, use_image=False, device="cpu", **TINY).fit(X, None, nb, y, monitor="auc")

@@ -363,7 +363,7 @@ class SpaCRD(BaseModel):
     def fit(self, genes: Any, image: Any, neighbours: Any, labels: Any, *, epochs: int = 100,
             pretrain_epochs: int = 20, schedule: Schedule = "staged", lr: float = 1e-4,
             weight_decay: float = 1e-4, batch_size: int = 256, val_fraction: float = 0.1,
-            validation: np.ndarray | None = None, patience: int | None = 10,
+            validation: np.ndarray | None = None, patience: int | None = 10, monitor: str = "bce",
             random_state: int | None = None) -> SpaCRD:
         """Train on labelled reference spots.
 
@@ -400,8 +400,13 @@ class SpaCRD(BaseModel):
         validation
             Indices of the spots to hold out instead (e.g. :func:`stfuse.data.stratified_split`, or every
             spot of a held-out section); their labels monitor the loss and they are not trained on.
+            Holding out whole sections is what measures transfer to a new section: random spots of a
+            section that is also trained on keep improving while the model memorises its references.
         patience
             Early-stopping patience in epochs (``None``: train all ``epochs``).
+        monitor
+            The validation term that early stopping watches: ``"bce"`` (default; the classification
+            loss of the held-out labels) or ``"loss"`` (``BCE + γ · L_fused``).
         random_state
             Seed of dropout, sampling and batching (default: the model's ``random_state``).
 
@@ -411,6 +416,8 @@ class SpaCRD(BaseModel):
         """
         if schedule not in ("staged", "joint"):
             raise InputError(f"schedule must be 'staged' or 'joint', got {schedule!r}.")
+        if monitor not in ("bce", "loss"):
+            raise InputError(f"monitor must be 'bce' or 'loss', got {monitor!r}.")
         genes, image, nb = self._check_inputs(genes, image, neighbours)
         y = np.asarray(labels).astype(np.int64).ravel()
         if len(y) != len(nb):
@@ -464,14 +471,15 @@ class SpaCRD(BaseModel):
             history["pretrain"] = h
         h = train(self.module, make_step(True), batches(train_c), epochs=int(epochs), lr=lr,
                   weight_decay=weight_decay, device=self.device, seed=seed + 1, val_batches=val,
-                  patience=patience if val is not None else None, fused=True, desc="SpaCRD training")
+                  patience=patience if val is not None else None, monitor=monitor, fused=True,
+                  desc="SpaCRD training")
         history.update(h)
         self.is_trained = True
         self.info["history"] = history
         self.info["training"] = {
             "epochs": int(epochs), "pretrain_epochs": int(pretrain_epochs), "schedule": schedule, "lr": float(lr),
             "weight_decay": float(weight_decay), "batch_size": int(batch_size), "val_fraction": float(val_fraction),
-            "patience": patience, "random_state": seed, "n_train": len(train_c), "n_val": len(val_c),
+            "patience": patience, "monitor": monitor, "random_state": seed, "n_train": len(train_c), "n_val": len(val_c),
             "n_positive": int((y == 1).sum()), "n_negative": int((y == 0).sum()),
         }
         log.info(f"SpaCRD trained on {len(train_c)} spots ({len(val_c)} validation), "

@@ -56,6 +56,7 @@ def train(
     params: Iterable[torch.nn.Parameter] | None = None,
     val_batches: Callable[[], Iterable[Any]] | None = None,
     patience: int | None = None,
+    monitor: str = "loss",
     min_delta: float = 0.0,
     grad_clip: float | None = None,
     fused: bool = False,
@@ -87,6 +88,10 @@ def train(
     patience
         Stop when the monitored loss (validation if given, else training) has not improved by
         ``min_delta`` for this many epochs, and restore the best weights.
+    monitor
+        The loss term watched by early stopping (``"loss"``: the minimised total; e.g. ``"bce"`` to
+        stop on the supervised term of the validation batches alone). Validation only: without
+        ``val_batches`` the training ``"loss"`` is watched.
     grad_clip
         Clip the gradient norm.
     max_steps
@@ -155,7 +160,7 @@ def train(
                     history.setdefault(k, []).append(_mean(v))
                 if max_steps is not None:
                     history.setdefault("steps", []).append(float(n_steps))
-                monitor = history["loss"][-1]
+                watched = history["loss"][-1]
                 if val_batches is not None:
                     module.eval()
                     vterms: dict[str, list[float]] = {}
@@ -165,12 +170,15 @@ def train(
                                 vterms.setdefault(k, []).append(float(v))
                     for k, v in vterms.items():
                         history.setdefault(f"val_{k}", []).append(_mean(v))
-                    monitor = history["val_loss"][-1]
+                    if f"val_{monitor}" not in history:
+                        raise KeyError(f"{desc}: the step returns no {monitor!r} term to monitor; it returns "
+                                       f"{sorted(vterms)}.")
+                    watched = history[f"val_{monitor}"][-1]
                 bar.update(1)
                 bar.set_postfix(loss=f"{history['loss'][-1]:.4g}")
                 if patience is not None:
-                    if monitor < best - min_delta:
-                        best, best_epoch, waited = monitor, epoch, 0
+                    if watched < best - min_delta:
+                        best, best_epoch, waited = watched, epoch, 0
                         best_state = copy.deepcopy(module.state_dict())
                     else:
                         waited += 1

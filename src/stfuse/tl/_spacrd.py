@@ -54,9 +54,39 @@ def _check_args(refs: list[Any], model: SpaCRD | None, label_key: str, **values:
         raise InputError(f"pretrain_epochs must be a non-negative integer, got {values['pretrain_epochs']!r}.")
     if values["schedule"] not in ("staged", "joint"):
         raise InputError(f"schedule must be 'staged' or 'joint', got {values['schedule']!r}.")
+    if values["validation"] not in ("section", "spots", None):
+        raise InputError(f"validation must be 'section', 'spots' or None, got {values['validation']!r}.")
     if not 0.0 <= values["val_fraction"] < 0.9:
         raise InputError(f"val_fraction must be in [0, 0.9), got {values['val_fraction']}.")
     return bool(values["use_image"]), bool(values["use_genes"])
+
+
+def _validation(sections: list[data.Section], y: np.ndarray, how: str | None, val_fraction: float,
+                seed: int) -> tuple[np.ndarray, str]:
+    """Rows of the stacked reference spots that early stopping watches, and what they are (for ``uns``).
+
+    ``"section"``: every spot of one reference section, drawn with ``seed`` among the sections whose
+    labels hold both classes while the others still do; with fewer than two references, or none
+    eligible, the ``"spots"`` split is used and a warning says so. ``"spots"``: a stratified random
+    ``val_fraction`` of the labelled spots. ``None``: nothing held out.
+    """
+    rng = np.random.default_rng(seed)
+    if how is None or (val_fraction == 0 and how == "spots"):
+        return np.empty(0, np.int64), "none"
+    if how == "section":
+        ends = np.cumsum([0] + [len(s.labels) for s in sections])
+        both = [((s.labels == 1).any() and (s.labels == 0).any()) for s in sections]
+        eligible = [i for i in range(len(sections)) if both[i]
+                    and (np.delete(y, np.arange(ends[i], ends[i + 1])) == 1).any()
+                    and (np.delete(y, np.arange(ends[i], ends[i + 1])) == 0).any()]
+        if len(sections) >= 2 and eligible:
+            i = int(rng.choice(eligible))
+            return np.arange(ends[i], ends[i + 1]), f"section {sections[i].name}"
+        log.warning("validation='section' needs two or more reference sections with both classes; early stopping "
+                    f"watches a random {val_fraction:.0%} of the reference spots instead, which cannot see how "
+                    "the model transfers to a new section")
+    _, val = data.stratified_split(y, val_fraction, rng)
+    return val, f"{len(val)} random reference spots"
 
 
 def _registry(refs: list[data.Section], spots: Spots, *, use_genes: bool, use_image: bool, n_top_genes: int,
@@ -92,7 +122,7 @@ def _params(model: SpaCRD, reg: data.Registry, feats: Any, *, label_key: str, n_
         "n_top_genes": int(n_top_genes), "use_image": model.uses_image, "use_genes": model.uses_genes,
         "cross_attention": bool(p["cross_attention"]), "vae": bool(p["vae"]), "alignment": bool(p["alignment"]),
         "random_state": int(random_state), "encoder": feats.provenance.get("encoder") if feats is not None else None,
-        "reused_model": reused, "model": repr(model),
+        "reused_model": reused, "model": repr(model), "validation": model.info.get("validation"),
         **{f"train_{a}": v for a, v in model.info.get("training", {}).items() if v is not None},
         **{a: p[a] for a in ("dim", "heads", "latent", "beta", "gamma", "temperature", "alpha")},
     }
@@ -126,6 +156,7 @@ def spacrd(
     pretrain_epochs: int = 20,
     lr: float = 1e-4,
     batch_size: int = 256,
+    validation: Literal["section", "spots"] | None = "section",
     val_fraction: float = 0.1,
     patience: int | None = 10,
     layer: str | None = None,
@@ -200,8 +231,18 @@ def spacrd(
         nothing to align (one modality or ``alignment=False``).
     epochs, pretrain_epochs, lr, batch_size
         Training settings (Adam).
+    validation
+        What early stopping watches (the classification loss of held-out reference labels; the
+        best epoch's weights are kept and ``uns[key_added]["params"]["validation"]`` says what was
+        held out). ``"section"`` (default): one whole reference section, drawn with
+        ``random_state`` among those that hold both classes; it is not trained on, so the stop is
+        chosen by how the model does on a section it has never seen, as the target will be. Needs
+        two or more references (otherwise ``"spots"``, with a warning). ``"spots"``: a stratified
+        random ``val_fraction`` of the reference spots (these sit beside training spots of the same
+        sections, so their loss keeps falling while the model memorises the references).
+        ``None``: no validation, all ``epochs`` are run.
     val_fraction
-        Fraction of the labelled **reference** spots held out to monitor the loss (early stopping).
+        Fraction of the labelled reference spots held out with ``validation="spots"``.
     patience
         Early-stopping patience in epochs (``None``: run all ``epochs``).
     layer
@@ -242,7 +283,7 @@ def spacrd(
     use_image, use_genes = _check_args(
         refs, model, label_key, use_image=use_image, use_genes=use_genes, epochs=epochs, batch_size=batch_size,
         n_neighs=n_neighs, n_top_genes=n_top_genes, pretrain_epochs=pretrain_epochs, schedule=schedule,
-        val_fraction=val_fraction)
+        validation=validation, val_fraction=val_fraction)
 
     # --- resolve every section before computing anything -------------------------------------
     spots = get_spots(target, **selection(locals()), need_image=use_image, image_hint=_IMAGE_HINT)
@@ -284,9 +325,10 @@ def spacrd(
         model.registry = reg
         log.info(f"spacrd: training on {len(y)} spots of {len(sections)} reference section(s) "
                  f"({int((y == 1).sum())} cancer, {int((y == 0).sum())} normal, {int((y < 0).sum())} unlabelled)")
-        _, val = data.stratified_split(y, val_fraction, np.random.default_rng(random_state))
+        val, held_out = _validation(sections, y, validation, val_fraction, random_state)
+        model.info["validation"] = held_out
         model.fit(Xg, Xi, nb, y, epochs=int(epochs), pretrain_epochs=int(pretrain_epochs), schedule=schedule, lr=lr,
-                  batch_size=int(batch_size), val_fraction=val_fraction, validation=val, patience=patience,
+                  batch_size=int(batch_size), val_fraction=val_fraction, validation=val, patience=patience if len(val) else None,
                   random_state=random_state)
         del Xg, Xi
 
