@@ -311,7 +311,7 @@ def test_spacrd_early_stopping_watches_a_whole_reference_section(sections):
     other = sf.datasets.toy(n_spots=200, seed=3, image=False)
     _table(other).obs["section"] = "other"
     fast = {**FAST, "epochs": 4, "patience": 2}
-    out, model = sf.tl.spacrd(tgt, [ref, other], use_image=False, copy=True, return_model=True, **fast)
+    out, model = sf.tl.spacrd(tgt, [ref, other], use_image=False, copy=True, return_model=True, refit=False, **fast)
     held = out.tables["table"].uns["spacrd"]["params"]["validation"]
     assert held in ("section toy", "section other")
     n_held = 300 if held == "section toy" else 200
@@ -319,6 +319,11 @@ def test_spacrd_early_stopping_watches_a_whole_reference_section(sections):
     assert model.info["training"]["n_val"] == n_held and model.info["training"]["n_train"] == 500 - n_held
     assert model.info["training"]["monitor"] == "bce"
     assert "best_epoch" in model.info["history"] and "val_bce" in model.info["history"]
+    # refit (default): the chosen number of epochs, retrained on every reference
+    out, model = sf.tl.spacrd(tgt, [ref, other], use_image=False, copy=True, return_model=True, **fast)
+    chosen = model.info["selection"]["best_epoch"]
+    assert len(model.info["history"]["loss"]) == chosen and model.info["training"]["n_train"] == 500
+    assert _table(out).uns["spacrd"]["params"]["validation"].endswith(f"chose {chosen} epochs, then refit on every reference")
     # one reference: a whole section cannot be held out, random spots are (and the record says so)
     one = sf.tl.spacrd(tgt, ref, use_image=False, copy=True, **fast)
     assert _table(one).uns["spacrd"]["params"]["validation"].endswith("random reference spots")

@@ -159,6 +159,7 @@ def spacrd(
     validation: Literal["section", "spots"] | None = "section",
     val_fraction: float = 0.1,
     patience: int | None = 10,
+    refit: bool = True,
     layer: str | None = None,
     random_state: int = 0,
     device: str = "auto",
@@ -245,6 +246,10 @@ def spacrd(
         Fraction of the labelled reference spots held out with ``validation="spots"``.
     patience
         Early-stopping patience in epochs (``None``: run all ``epochs``).
+    refit
+        With ``validation="section"``: after the held-out section has chosen the number of epochs,
+        train again on every reference (that section included) for that many epochs, so no labelled
+        section is lost to validation (twice the training time). ``False`` keeps the early-stopped model.
     layer
         Counts layer instead of ``X`` (all sections).
     %(random_state)s
@@ -318,18 +323,29 @@ def spacrd(
         Xi = np.vstack([p[1] for p in parts]) if use_image else None
         nb = data.stack_neighbours([p[2] for p in parts])
         del parts
-        model = SpaCRD(n_genes=len(reg.genes) if use_genes else 0, n_image=Xi.shape[1] if use_image else 0,
+        def fit(n_epochs: int, val: np.ndarray) -> SpaCRD:
+            m = SpaCRD(n_genes=len(reg.genes) if use_genes else 0, n_image=Xi.shape[1] if use_image else 0,
                        genes=reg.genes, n_neighs=n_neighs, use_image=use_image, use_genes=use_genes,
                        cross_attention=cross_attention, vae=vae, alignment=alignment, device=device,
                        random_state=random_state, **model_kwargs)
-        model.registry = reg
+            m.registry = reg
+            return m.fit(Xg, Xi, nb, y, epochs=int(n_epochs), pretrain_epochs=int(pretrain_epochs), schedule=schedule,
+                         lr=lr, batch_size=int(batch_size), val_fraction=val_fraction, validation=val,
+                         patience=patience if len(val) else None, random_state=random_state)
+
         log.info(f"spacrd: training on {len(y)} spots of {len(sections)} reference section(s) "
                  f"({int((y == 1).sum())} cancer, {int((y == 0).sum())} normal, {int((y < 0).sum())} unlabelled)")
         val, held_out = _validation(sections, y, validation, val_fraction, random_state)
+        model = fit(epochs, val)
+        best = model.info["history"].get("best_epoch")
+        if refit and held_out.startswith("section") and best:
+            chosen = int(best[0])
+            log.info(f"spacrd: {held_out} chose {chosen} epochs; refitting on every reference for {chosen} epochs")
+            first = model.info["history"]
+            model = fit(chosen, np.empty(0, np.int64))
+            model.info["selection"] = {"history": first, "best_epoch": chosen}
+            held_out = f"{held_out} chose {chosen} epochs, then refit on every reference"
         model.info["validation"] = held_out
-        model.fit(Xg, Xi, nb, y, epochs=int(epochs), pretrain_epochs=int(pretrain_epochs), schedule=schedule, lr=lr,
-                  batch_size=int(batch_size), val_fraction=val_fraction, validation=val, patience=patience if len(val) else None,
-                  random_state=random_state)
         del Xg, Xi
 
     # --- score the target, write ----------------------------------------------------------------
