@@ -152,7 +152,7 @@ def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undete
     evals: dict[str, dict[str, dict[int, dict[str, float]]]] = {"all": {}, "determined": {}}
     base: dict[str, dict[str, dict[str, dict[str, float]]]] = {"all": {}, "determined": {}}
     spots: dict[str, dict[str, tuple[int, int]]] = {"all": {}, "determined": {}}
-    extra: dict[str, str] = {}
+    extra: dict[str, dict[str, str]] = {}
     for held, frame in frames.items():
         truth = frame["cancer"].to_numpy(bool)
         extra[held] = {"s per fit": f"{np.mean([frame[f'sec_{s}'].iloc[0] for s in seeds]):.0f}",

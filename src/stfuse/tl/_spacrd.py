@@ -74,11 +74,12 @@ def _validation(sections: list[data.Section], y: np.ndarray, how: str | None, va
     if how is None or (val_fraction == 0 and how == "spots"):
         return np.empty(0, np.int64), "none"
     if how == "section":
+        def both_classes(labels: np.ndarray) -> bool:
+            return bool((labels == 1).any() and (labels == 0).any())
+
         ends = np.cumsum([0] + [len(s.labels) for s in sections])
-        both = [((s.labels == 1).any() and (s.labels == 0).any()) for s in sections]
-        eligible = [i for i in range(len(sections)) if both[i]
-                    and (np.delete(y, np.arange(ends[i], ends[i + 1])) == 1).any()
-                    and (np.delete(y, np.arange(ends[i], ends[i + 1])) == 0).any()]
+        eligible = [i for i, s in enumerate(sections)
+                    if both_classes(s.labels) and both_classes(np.delete(y, np.arange(ends[i], ends[i + 1])))]
         if len(sections) >= 2 and eligible:
             i = int(rng.choice(eligible))
             return np.arange(ends[i], ends[i + 1]), f"section {sections[i].name}"
