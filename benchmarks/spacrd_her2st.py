@@ -141,13 +141,30 @@ def _best_f1(truth: np.ndarray, scores: np.ndarray) -> float:
     return float(np.nanmax(np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)))
 
 
-def _csv(held: str, undetermined: str, epochs: int | None, validation: str) -> Path:
+def _csv(held: str, undetermined: str, epochs: int | None, validation: str, options: dict[str, Any]) -> Path:
+    tag = "".join(f"_{k}{v}" for k, v in sorted(options.items()))
     return (Path(__file__).parent / "results"
-            / f"spacrd_lopo_{held}_{undetermined}_e{epochs or 'default'}_v{validation}.csv")
+            / f"spacrd_lopo_{held}_{undetermined}_e{epochs or 'default'}_v{validation}{tag}.csv")
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    """``["average_from=5", "hidden=(256,)"]`` -> keyword arguments of ``sf.tl.spacrd`` (Python literals)."""
+    import ast
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
 
 
 def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undetermined: str, validation: str,
-            command: str) -> None:
+            options: dict[str, Any], command: str) -> None:
     """Metrics of the saved per-spot scores of every fold -> RESULTS.md (the same code for a run and ``summary``)."""
     evals: dict[str, dict[str, dict[int, dict[str, float]]]] = {"all": {}, "determined": {}}
     base: dict[str, dict[str, dict[str, dict[str, float]]]] = {"all": {}, "determined": {}}
@@ -172,7 +189,7 @@ def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undete
                 base[name].setdefault(label, {})[held] = sf.metrics.classification(
                     truth[mask], frame[f"{col}_score"].to_numpy()[mask], pred=frame[f"{col}_call"].to_numpy(bool)[mask])
     setting = (f"expression only (use_image=False), SpaCRD defaults ({'epochs=' + str(epochs) if epochs else 'default epochs'}"
-               f", validation={validation!r}), training labels: undetermined spots "
+               f", validation={validation!r}{''.join(f', {k}={v!r}' for k, v in options.items())}), training labels: undetermined spots "
                f"{'unlabelled' if undetermined == 'unlabelled' else 'normal'}, seeds {seeds}")
     body = (f"Leave-one-patient-out, {setting}. Folds (held-out sections) reported: {', '.join(frames)}. SpaCRD: mean ± sd "
             "over seeds; mean row: mean over sections, ± sd over seeds of that mean. 'best f1' = the best F1 of any "
@@ -233,12 +250,12 @@ def _worker(threads: int) -> None:
 
 
 def lopo(seeds: list[int], sections: list[str], held_out: list[str], epochs: int | None, undetermined: str,
-         validation: str, jobs: int) -> None:
+         validation: str, jobs: int, options: dict[str, Any]) -> None:
     """Folds in ``jobs`` processes, each with ``sf.settings.threads(jobs)`` torch threads (processes × threads ≤ cores)."""
     from concurrent.futures import ProcessPoolExecutor
 
     kw = {"use_image": False, "validation": None if validation == "none" else validation} | (
-        {"epochs": epochs} if epochs else {})
+        {"epochs": epochs} if epochs else {}) | options
     args = [(held, sections, seeds, kw, undetermined) for held in held_out]
     if jobs > 1:
         with ProcessPoolExecutor(jobs, initializer=_worker, initargs=(sf.settings.threads(jobs),)) as ex:
@@ -246,22 +263,23 @@ def lopo(seeds: list[int], sections: list[str], held_out: list[str], epochs: int
     else:
         frames = {held: _fold(*a) for held, a in zip(held_out, args)}
     for held, frame in frames.items():
-        _csv(held, undetermined, epochs, validation).parent.mkdir(exist_ok=True)
-        frame.to_csv(_csv(held, undetermined, epochs, validation))
+        _csv(held, undetermined, epochs, validation, options).parent.mkdir(exist_ok=True)
+        frame.to_csv(_csv(held, undetermined, epochs, validation, options))
     if set(held_out) == set(sections):
-        _report(frames, seeds, epochs, undetermined, validation,
+        _report(frames, seeds, epochs, undetermined, validation, options,
                 "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo " + " ".join(sys.argv[2:]))
 
 
-def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermined: str, validation: str) -> None:
+def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermined: str, validation: str,
+            options: dict[str, Any]) -> None:
     """Report folds run in separate processes (``lopo --held ...``) from their saved per-spot CSVs."""
     import pandas as pd
 
-    missing = [s for s in sections if not _csv(s, undetermined, epochs, validation).is_file()]
+    missing = [s for s in sections if not _csv(s, undetermined, epochs, validation, options).is_file()]
     if missing:
         raise SystemExit(f"no saved scores for folds {missing}: run lopo --held {' '.join(missing)} first")
-    frames = {s: pd.read_csv(_csv(s, undetermined, epochs, validation), index_col=0) for s in sections}
-    _report(frames, seeds, epochs, undetermined, validation,
+    frames = {s: pd.read_csv(_csv(s, undetermined, epochs, validation, options), index_col=0) for s in sections}
+    _report(frames, seeds, epochs, undetermined, validation, options,
             "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st lopo --held <folds> "
             + " ".join(sys.argv[2:]) + " (folds in parallel processes), then the same options with summary")
 
@@ -313,12 +331,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="lopo: folds run at once, each with sf.settings.threads(jobs) torch threads")
     p.add_argument("--undetermined", choices=["normal", "unlabelled"], default="normal",
                    help="training labels of spots the pathologist marked undetermined (lopo)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="lopo/summary: further sf.tl.spacrd keyword arguments (Python literals), e.g. average_from=5")
     a = p.parse_args(argv)
+    options = _options(a.set)
     sf.settings.verbosity = 1
     if a.mode == "lopo":
-        lopo(a.seeds, a.sections, a.held or a.sections, a.epochs, a.undetermined, a.validation, a.jobs)
+        lopo(a.seeds, a.sections, a.held or a.sections, a.epochs, a.undetermined, a.validation, a.jobs, options)
     elif a.mode == "summary":
-        summary(a.seeds, a.sections, a.epochs, a.undetermined, a.validation)
+        summary(a.seeds, a.sections, a.epochs, a.undetermined, a.validation, options)
     else:
         images(a.seeds, a.epochs, a.pretrain_epochs, a.encoder, a.targets)
 

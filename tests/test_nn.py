@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -111,6 +113,30 @@ def test_train_early_stopping_monitors_the_chosen_validation_term():
     with pytest.raises(KeyError, match="no 'auc' term"):
         train(net, step, lambda g: [x], epochs=2, lr=1e-2, device="cpu", seed=0, val_batches=lambda: [x],
               patience=2, monitor="auc")
+
+
+def test_train_weight_averaging_keeps_the_mean_of_the_epochs_weights():
+    x = torch.linspace(-1, 1, 32)[:, None]
+    seen: list[torch.Tensor] = []
+
+    def step(m, b):
+        return {"loss": ((m(b) - 2 * b) ** 2).mean()}
+
+    net = torch.nn.Linear(1, 1)
+    plain = copy.deepcopy(net)
+
+    def batches(g):
+        yield x
+
+    hist = train(net, lambda m, b: (seen.append(m.weight.detach().clone()) if m.training else None, step(m, b))[1],
+                 batches, epochs=6, lr=1e-1, device="cpu", seed=0, average_from=3)
+    # the weights after epochs 3..6 are those seen at the start of epochs 4..6, plus the final ones
+    train(plain, step, batches, epochs=6, lr=1e-1, device="cpu", seed=0)
+    after = [*seen[3:], plain.weight.detach()]
+    assert hist["averaged_epochs"] == [1.0, 2.0, 3.0, 4.0]
+    assert torch.allclose(net.weight, torch.stack(after).mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="counts epochs from 1"):
+        train(net, step, batches, epochs=1, lr=1e-2, device="cpu", seed=0, average_from=0)
 
 
 def test_train_refuses_nan_loss():

@@ -364,7 +364,7 @@ class SpaCRD(BaseModel):
             pretrain_epochs: int = 20, schedule: Schedule = "staged", lr: float = 1e-4,
             weight_decay: float = 1e-4, batch_size: int = 256, val_fraction: float = 0.1,
             validation: np.ndarray | None = None, patience: int | None = 10, monitor: str = "bce",
-            random_state: int | None = None) -> SpaCRD:
+            average_from: int | None = None, random_state: int | None = None) -> SpaCRD:
         """Train on labelled reference spots.
 
         Parameters
@@ -407,6 +407,10 @@ class SpaCRD(BaseModel):
         monitor
             The validation term that early stopping watches: ``"bce"`` (default; the classification
             loss of the held-out labels) or ``"loss"`` (``BCE + γ · L_fused``).
+        average_from
+            Stochastic weight averaging from this epoch of the classification stage on (see
+            :func:`stfuse.nn.train`): the model keeps the mean of the weights of every epoch since,
+            and validation judges that mean. ``None``: the last (or best) epoch's weights.
         random_state
             Seed of dropout, sampling and batching (default: the model's ``random_state``).
 
@@ -472,14 +476,14 @@ class SpaCRD(BaseModel):
         h = train(self.module, make_step(True), batches(train_c), epochs=int(epochs), lr=lr,
                   weight_decay=weight_decay, device=self.device, seed=seed + 1, val_batches=val,
                   patience=patience if val is not None else None, monitor=monitor, fused=True,
-                  desc="SpaCRD training")
+                  average_from=average_from, desc="SpaCRD training")
         history.update(h)
         self.is_trained = True
         self.info["history"] = history
         self.info["training"] = {
             "epochs": int(epochs), "pretrain_epochs": int(pretrain_epochs), "schedule": schedule, "lr": float(lr),
             "weight_decay": float(weight_decay), "batch_size": int(batch_size), "val_fraction": float(val_fraction),
-            "patience": patience, "monitor": monitor, "random_state": seed, "n_train": len(train_c), "n_val": len(val_c),
+            "patience": patience, "monitor": monitor, "average_from": average_from, "random_state": seed, "n_train": len(train_c), "n_val": len(val_c),
             "n_positive": int((y == 1).sum()), "n_negative": int((y == 0).sum()),
         }
         log.info(f"SpaCRD trained on {len(train_c)} spots ({len(val_c)} validation), "

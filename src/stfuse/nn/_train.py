@@ -43,6 +43,19 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def _average(module: torch.nn.Module, avg: dict[str, torch.Tensor] | None, n: int) -> dict[str, torch.Tensor]:
+    """The running mean of ``n`` earlier states updated with the module's state (counters: the latest)."""
+    state = module.state_dict()
+    if avg is None:
+        return {k: v.detach().clone() for k, v in state.items()}
+    for k, v in state.items():
+        if v.is_floating_point():
+            avg[k] += (v.detach() - avg[k]) / (n + 1)
+        else:
+            avg[k] = v.detach().clone()
+    return avg
+
+
 def train(
     module: torch.nn.Module,
     step: Callable[[torch.nn.Module, Any], Mapping[str, torch.Tensor]],
@@ -61,6 +74,7 @@ def train(
     grad_clip: float | None = None,
     fused: bool = False,
     max_steps: int | None = None,
+    average_from: int | None = None,
     desc: str = "training",
 ) -> History:
     """Train ``module`` with Adam and return the per-epoch history of every loss term.
@@ -97,6 +111,11 @@ def train(
     max_steps
         Stop after this many optimiser steps (batches), even within an epoch; the history then also
         holds ``"steps"`` (the count per epoch, cumulative).
+    average_from
+        Stochastic weight averaging: from this epoch on (1-based), keep the running mean of the
+        weights and BatchNorm statistics at the end of every epoch. Validation and early stopping
+        then judge the averaged weights, and the module is left holding them (the best average
+        with early stopping). The history gains ``"averaged_epochs"``.
     fused
         Use PyTorch's fused Adam (one pass over the parameters; several times faster on CPU for
         large layers, numerically slightly different from the default implementation). Falls back
@@ -129,8 +148,13 @@ def train(
             opt = None
     if opt is None:
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if average_from is not None and int(average_from) < 1:
+        raise ValueError(f"average_from counts epochs from 1, got {average_from}.")
     history: History = {}
     best, best_state, best_epoch, waited = math.inf, None, -1, 0
+    avg: dict[str, torch.Tensor] | None = None
+    n_avg = 0
+    judged = module  # what validation and early stopping look at: the module, or its weight average
     gen = torch.Generator().manual_seed(int(seed))
     n_steps = 0
     bar = log.progress_bar(desc=desc, total=epochs)
@@ -160,13 +184,19 @@ def train(
                     history.setdefault(k, []).append(_mean(v))
                 if max_steps is not None:
                     history.setdefault("steps", []).append(float(n_steps))
+                if average_from is not None and epoch + 1 >= int(average_from):
+                    avg, n_avg = _average(module, avg, n_avg), n_avg + 1
+                    if judged is module:
+                        judged = copy.deepcopy(module)
+                    judged.load_state_dict(avg)
+                    history.setdefault("averaged_epochs", []).append(float(n_avg))
                 watched = history["loss"][-1]
                 if val_batches is not None:
-                    module.eval()
+                    judged.eval()
                     vterms: dict[str, list[float]] = {}
                     with torch.no_grad():
                         for batch in val_batches():
-                            for k, v in step(module, batch).items():
+                            for k, v in step(judged, batch).items():
                                 vterms.setdefault(k, []).append(float(v))
                     for k, v in vterms.items():
                         history.setdefault(f"val_{k}", []).append(_mean(v))
@@ -179,7 +209,7 @@ def train(
                 if patience is not None:
                     if watched < best - min_delta:
                         best, best_epoch, waited = watched, epoch, 0
-                        best_state = copy.deepcopy(module.state_dict())
+                        best_state = copy.deepcopy(judged.state_dict())
                     else:
                         waited += 1
                         if waited >= patience:
@@ -192,5 +222,7 @@ def train(
     if best_state is not None:
         module.load_state_dict(best_state)
         history["best_epoch"] = [float(best_epoch + 1)]
+    elif avg is not None:
+        module.load_state_dict(avg)
     module.eval()
     return history

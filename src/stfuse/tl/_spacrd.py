@@ -161,6 +161,7 @@ def spacrd(
     val_fraction: float = 0.1,
     patience: int | None = 10,
     refit: bool = True,
+    average_from: int | None = None,
     layer: str | None = None,
     random_state: int = 0,
     device: str = "auto",
@@ -251,6 +252,10 @@ def spacrd(
         With ``validation="section"``: after the held-out section has chosen the number of epochs,
         train again on every reference (that section included) for that many epochs, so no labelled
         section is lost to validation (twice the training time). ``False`` keeps the early-stopped model.
+    average_from
+        Stochastic weight averaging: from this epoch on, the model is the mean of the weights at the
+        end of every epoch since (validation and early stopping judge that mean; the refit averages
+        the same epochs). ``None``: the weights of the chosen epoch.
     layer
         Counts layer instead of ``X`` (all sections).
     %(random_state)s
@@ -332,7 +337,8 @@ def spacrd(
             m.registry = reg
             return m.fit(Xg, Xi, nb, y, epochs=int(n_epochs), pretrain_epochs=int(pretrain_epochs), schedule=schedule,
                          lr=lr, batch_size=int(batch_size), val_fraction=val_fraction, validation=val,
-                         patience=patience if len(val) else None, random_state=random_state)
+                         patience=patience if len(val) else None, average_from=average_from,
+                         random_state=random_state)
 
         log.info(f"spacrd: training on {len(y)} spots of {len(sections)} reference section(s) "
                  f"({int((y == 1).sum())} cancer, {int((y == 0).sum())} normal, {int((y < 0).sum())} unlabelled)")
