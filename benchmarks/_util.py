@@ -96,3 +96,45 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def downscaled(sdata: Any, factor: float) -> Any:
+    """A copy of a one-image SpatialData as if scanned ``factor`` times coarser (image, circles, table).
+
+    The image's finest level is resized (PIL, antialiased box filter) to ``factor`` of its side; spot
+    centres, radii and ``obsm["spatial"]`` are scaled alike, so the spots' physical size is unchanged and
+    the microns per pixel grow by ``1 / factor``. The squidpy ``uns["spatial"]`` thumbnails are dropped.
+    """
+    import numpy as np
+    from PIL import Image
+    from shapely import affinity
+    from spatialdata import SpatialData
+    from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    from spatialdata.transformations import Identity
+
+    (ikey, image), = sdata.images.items()
+    level0 = image["scale0"].ds["image"] if hasattr(image, "ds") or "scale0" in image else image
+    arr = np.asarray(level0.data if hasattr(level0, "data") else level0)
+    h, w = arr.shape[1:]
+    small = Image.fromarray(np.moveaxis(arr, 0, -1)).resize((max(1, round(w * factor)), max(1, round(h * factor))),
+                                                            Image.Resampling.BOX)
+    img = Image2DModel.parse(np.moveaxis(np.asarray(small), -1, 0), dims=("c", "y", "x"), c_coords=["r", "g", "b"],
+                             transformations={"global": Identity()})
+    shapes = {}
+    for k, gdf in sdata.shapes.items():
+        g = gdf.copy()
+        g.attrs.pop("transform", None)
+        g["geometry"] = g.geometry.apply(lambda p: affinity.scale(p, factor, factor, origin=(0, 0)))
+        if "radius" in g:
+            g["radius"] = g["radius"] * factor
+        shapes[k] = ShapesModel.parse(g, transformations={"global": Identity()})
+    tables = {}
+    for k, t in sdata.tables.items():
+        t = t.copy()
+        if "spatial" in t.obsm:
+            t.obsm["spatial"] = np.asarray(t.obsm["spatial"], dtype=float) * factor
+        t.uns.pop("spatial", None)
+        attrs = t.uns.pop(TableModel.ATTRS_KEY, None)
+        tables[k] = TableModel.parse(t, region=attrs["region"], region_key=attrs["region_key"],
+                                     instance_key=attrs["instance_key"]) if attrs else t
+    return SpatialData(images={ikey: img}, shapes=shapes, tables=tables)

@@ -6,11 +6,17 @@ panel, asked for by the acceptance; ``--extra-genes`` to change). For every fold
 see the same training sections; neither ever sees the held-out section's expression:
 
 - HistoSPACE: ``sf.tl.histospace(target, references, genes=panel)`` (defaults: frozen shipped
-  autoencoder encoder, Huber loss, Adam 1e-4, batch 32, up to 50 epochs, model selection on a
-  spatial-block validation split of the training sections).
+  autoencoder encoder, Huber loss, Adam, batch 32, epochs chosen on one whole training section held
+  out, then refit on every training section).
+- HistoSPACE ridge head: the same call with ``head="ridge"`` (ridge on the pooled maps of the same
+  frozen encoder, same tiles, same targets; penalty chosen on the held-out training section).
 - Ridge: ridge regression of the same targets on the default ``sf.im`` embedding (``"histospace"``,
   256-d), features standardised on the training sections, alpha chosen by leave-one-section-out
   cross-validation within the training sections (mean per-gene r).
+
+``--scales 1 0.3`` also predicts every held-out section from its image down-scaled to 0.3× (as a
+coarser scan: 2.3 µm/px), with the models trained at native resolution; the tiles keep their
+physical size.
 
 r is computed per gene across the held-out section's spots (``sf.metrics.gene_correlation``); genes
 constant in the held-out section (NaN r) are excluded from mean/median and counted.
@@ -35,7 +41,7 @@ import pandas as pd
 import stfuse as sf
 from stfuse._spots import get_spots
 
-from ._util import append_results, table
+from ._util import PeakRSS, append_results, downscaled, table
 
 C = ("C2", "C3", "C4", "C5", "C6")
 FOLDS = {**{s: tuple(c for c in C if c != s) for s in C}, "B4": C}
@@ -102,79 +108,145 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tta", type=int, default=1)
     p.add_argument("--stain", default=None)
     p.add_argument("--finetune", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--train", nargs="+", default=None, choices=list(FOLDS),
+                   help="train on these sections instead of the fold's (a tuning split that leaves other sections unseen)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test image scales (1 = native)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="further sf.tl.histospace keyword arguments of the conv head (Python literals)")
     p.add_argument("--extra-genes", nargs="*", default=["ERBB2"], help="genes predicted besides the panel")
     p.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     p.add_argument("--rows-out", default=None, help="also save this run's per-fold rows and per-gene r (JSON)")
     p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
                    help="do not run: report the folds saved by earlier --rows-out runs (e.g. folds run in parallel)")
     args = p.parse_args(argv)
-    if args.combine:
+    if args.combine:  # folds run in separate processes with --rows-out
         saved = [json.loads(Path(f).read_text()) for f in args.combine]
-        rows = [r for s in saved for r in s["rows"]]
-        for r in rows:  # share of the genes HistoSPACE predicts better than ridge
-            pg = next(pd.DataFrame(s["per_gene"][r["test"]]) for s in saved if r["test"] in s.get("per_gene", {}))
-            r["HS > ridge (genes)"] = float((pg["histospace"] > pg["ridge"]).sum() / pg.dropna().shape[0])
-        rows.sort(key=lambda r: list(FOLDS).index(r["test"]))
+        rows = [r for sv in saved for r in sv["rows"]]
+        rows.sort(key=lambda r: (list(FOLDS).index(r["test"]), -r["scale"], r["seed"]))
         base = "STFUSE_DATA=../shared/data python -m benchmarks.eval_histospace_her2st"
-        runs = [f"{base} --epochs {a['epochs']} --augment {a['augment']} --tta {a['tta']} --seed {a['seed']} "
-                f"--folds {' '.join(a['folds'])} --extra-genes {' '.join(a.get('extra_genes', []))} --rows-out {f}" for f, a in zip(args.combine, (s["args"] for s in saved))]
-        cmd = " ; ".join(runs) + f" (in parallel), then {base} " + shlex.join(argv or sys.argv[1:])
-        return _report(rows, argparse.Namespace(**{"extra_genes": [], **saved[0]["args"]}), cmd, args.no_write)
+        cmd = (" ; ".join(f"{base} {sv['command']}" for sv in saved) + f" (in parallel), then {base} "
+               + shlex.join(argv or sys.argv[1:]))
+        return _report(rows, argparse.Namespace(**saved[0]["args"]), cmd, args.no_write)
     sf.settings.verbosity = 1
     genes = panel()
     genes += [g for g in args.extra_genes if g not in genes]
-    sections = {s: sf.datasets.her2st(s) for s in sorted({*args.folds, *C})}
+    options = _options(args.set)
+    folds = {t: tuple(args.train) if args.train else FOLDS[t] for t in args.folds}
+    sections = {s: sf.datasets.her2st(s) for s in sorted({*args.folds, *(x for f in folds.values() for x in f)})}
     rows, per_gene = [], {}
     for test in args.folds:
-        refs = [sections[s] for s in FOLDS[test]]
+        refs = [sections[s] for s in folds[test]]
         target = sections[test]
+        views = {f: (target if f == 1.0 else downscaled(target, f)) for f in args.scales}
         t0 = time.perf_counter()
-        sf.tl.histospace(target, refs, genes=genes, epochs=args.epochs, augment=bool(args.augment),
-                         tta=bool(args.tta), stain=args.stain, finetune_encoder=bool(args.finetune),
-                         random_state=args.seed, device="cpu")
-        t_hs = time.perf_counter() - t0
-        hs = sf.metrics.gene_correlation(target)["r"].reindex(genes)
-        info = target.tables["table"].uns["histospace"]
-        t0 = time.perf_counter()
-        rd = ridge(refs, target, genes, args.stain)
-        t_rd = time.perf_counter() - t0
-        per_gene[test] = pd.DataFrame({"histospace": hs, "ridge": rd})
-        a, b = _summary(hs), _summary(rd)
-        best = info["history"].get("best_epoch", [np.nan])
-        rows.append({"test": test, "train": "+".join(FOLDS[test]), "spots": int(target.tables["table"].n_obs),
-                     "HS mean": a["mean"], "HS median": a["median"], **{f"HS {g}": a[g] for g in GENES_OF_INTEREST},
-                     "ridge mean": b["mean"], "ridge median": b["median"],
-                     **{f"ridge {g}": b[g] for g in GENES_OF_INTEREST}, "NaN genes": a["nan"],
-                     "HS best epoch": float(np.asarray(best)[0]), "ridge alpha": rd.attrs["alpha"],
-                     "HS s": round(t_hs), "ridge s": round(t_rd)})
-        print(table(rows[-1:]), flush=True)
+        rd = {f: ridge(refs, view, genes, args.stain) for f, view in views.items()}
+        t_rd = (time.perf_counter() - t0) / len(views)
+        for seed in args.seeds:
+            common = {"genes": genes, "stain": args.stain, "random_state": seed, "device": "cpu", "return_model": True}
+            t0 = time.perf_counter()
+            with PeakRSS() as mem:
+                hs_model = sf.tl.histospace(target, refs, epochs=args.epochs, augment=bool(args.augment),
+                                            tta=bool(args.tta), finetune_encoder=bool(args.finetune), **common,
+                                            **options)
+            t_hs = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rh_model = sf.tl.histospace(target, refs, head="ridge", key_added="hs_ridge", augment=bool(args.augment),
+                                        tta=bool(args.tta), **common)
+            t_rh = time.perf_counter() - t0
+            info = target.tables["table"].uns["histospace"]["params"]
+            rinfo = target.tables["table"].uns["hs_ridge"]["params"]
+            for f, view in views.items():
+                if f != 1.0:
+                    sf.tl.histospace(view, model=hs_model, tta=bool(args.tta), device="cpu")
+                    sf.tl.histospace(view, model=rh_model, key_added="hs_ridge", tta=bool(args.tta), device="cpu")
+                hs = sf.metrics.gene_correlation(view)["r"].reindex(genes)
+                rh = sf.metrics.gene_correlation(view, "hs_ridge")["r"].reindex(genes)
+                per_gene[f"{test}@{f:g}/{seed}"] = pd.DataFrame({"histospace": hs, "hs_ridge": rh, "ridge": rd[f]})
+                a, c, b = _summary(hs), _summary(rh), _summary(rd[f])
+                rows.append({"test": test, "scale": f, "seed": seed, "train": "+".join(folds[test]),
+                             "spots": int(target.tables["table"].n_obs),
+                             "HS mean": a["mean"], "HS median": a["median"], **{f"HS {g}": a[g] for g in GENES_OF_INTEREST},
+                             "HS-ridge mean": c["mean"], **{f"HS-ridge {g}": c[g] for g in GENES_OF_INTEREST},
+                             "ridge mean": b["mean"], "ridge median": b["median"],
+                             **{f"ridge {g}": b[g] for g in GENES_OF_INTEREST}, "NaN genes": a["nan"],
+                             "HS > ridge (genes)": float((hs > rd[f]).sum() / pd.concat([hs, rd[f]], axis=1).dropna().shape[0]),
+                             "HS validation": info["validation"], "HS-ridge validation": rinfo["validation"],
+                             "ridge alpha": rd[f].attrs["alpha"], "HS s": round(t_hs), "HS peak MiB": round(mem.peak_mib),
+                             "HS-ridge s": round(t_rh), "ridge s": round(t_rd)})
+                print(table(rows[-1:]), flush=True)
         if args.rows_out:
             Path(args.rows_out).write_text(json.dumps({
                 "args": {k: v for k, v in vars(args).items() if k not in ("combine", "rows_out", "no_write")},
-                "rows": rows, "per_gene": {k: v.to_dict() for k, v in per_gene.items()}}, default=float))
+                "command": shlex.join(argv or sys.argv[1:]), "rows": rows,
+                "per_gene": {k: v.to_dict() for k, v in per_gene.items()}}, default=float))
     cmd = "STFUSE_DATA=../shared/data python -m benchmarks.eval_histospace_her2st " + shlex.join(argv or sys.argv[1:])
     _report(rows, args, cmd, args.no_write)
 
 
+def _options(pairs: list[str]) -> dict:
+    """``["lr=1e-3"]`` -> keyword arguments (Python literals)."""
+    import ast
+
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def _pm(values: list[float]) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
 def _report(rows: list[dict], args: argparse.Namespace, cmd: str, no_write: bool) -> None:
-    loso = [r for r in rows if r["test"] in C]
+    """Per fold and scale: HistoSPACE and its ridge head (mean ± sd over seeds) beside ridge on sf.im features."""
+    df = pd.DataFrame(rows)
+    seeds = sorted(df["seed"].unique().tolist())
+    out = []
+    for (test, scale), g in df.groupby(["test", "scale"], sort=False):
+        out.append({"test": test, "scale": f"{scale:g}x", "train": g["train"].iloc[0], "spots": int(g["spots"].iloc[0]),
+                    "HS mean r": _pm(g["HS mean"]), **{f"HS {x}": _pm(g[f"HS {x}"]) for x in GENES_OF_INTEREST},
+                    "HS-ridge mean r": _pm(g["HS-ridge mean"]),
+                    **{f"HS-ridge {x}": _pm(g[f"HS-ridge {x}"]) for x in GENES_OF_INTEREST},
+                    "ridge mean r": f"{g['ridge mean'].iloc[0]:.3f}",
+                    **{f"ridge {x}": f"{g[f'ridge {x}'].iloc[0]:.3f}" for x in GENES_OF_INTEREST},
+                    "HS > ridge (genes)": f"{g['HS > ridge (genes)'].mean():.2f}",
+                    "HS validation (seed 0)": g["HS validation"].iloc[0],
+                    "HS s": int(g["HS s"].mean()), "HS peak MiB": int(g["HS peak MiB"].max()),
+                    "HS-ridge s": int(g["HS-ridge s"].mean()), "ridge s": int(g["ridge s"].mean())})
     summary = []
-    if loso:
-        summary.append({"folds": f"LOSO C2–C6 (mean of {len(loso)} folds)",
-                        **{k: float(np.mean([r[k] for r in loso])) for k in rows[0]
-                           if k.startswith(("HS ", "ridge ")) and k not in ("HS best epoch", "HS s", "ridge s", "ridge alpha")}})
-    body = table(rows)
-    if summary:
-        body += "\n\n" + table(summary)
+    for scale in sorted(df["scale"].unique(), reverse=True):
+        for name, tests in (("LOSO C2–C6", list(C)), ("C2–C6 → B4", ["B4"])):
+            g = df[(df["scale"] == scale) & df["test"].isin(tests)]
+            if g.empty:
+                continue
+            per_seed = g.groupby("seed")[["HS mean", "HS-ridge mean", "ridge mean"] + [f"{m} {x}" for m in ("HS", "ridge")
+                                                                                       for x in GENES_OF_INTEREST]].mean()
+            summary.append({"folds": f"{name} ({g['test'].nunique()} folds)", "scale": f"{scale:g}x",
+                            "HS mean r": _pm(per_seed["HS mean"]), "HS-ridge mean r": _pm(per_seed["HS-ridge mean"]),
+                            "ridge mean r": f"{per_seed['ridge mean'].iloc[0]:.3f}",
+                            **{f"HS {x}": _pm(per_seed[f"HS {x}"]) for x in GENES_OF_INTEREST},
+                            **{f"ridge {x}": f"{per_seed[f'ridge {x}'].iloc[0]:.3f}" for x in GENES_OF_INTEREST}})
+    body = table(out) + "\n\n" + table(summary)
+    extra = getattr(args, "set", [])
     body += (
-        f"\n\nHS = `sf.tl.histospace` (epochs={args.epochs}, augment={bool(args.augment)}, tta={bool(args.tta)}, "
-        f"stain={args.stain}, finetune_encoder={bool(args.finetune)}, random_state={args.seed}; frozen shipped "
-        "autoencoder encoder, Huber, Adam 1e-4, batch 32, best epoch on a spatial-block validation split of the "
-        "training sections). ridge = ridge on the standardised default `sf.im` embedding (\"histospace\", 256-d), "
-        "alpha by leave-one-section-out CV within the training sections. r: per gene across the held-out "
-        f"section's spots, 785-gene panel{' + ' + ', '.join(args.extra_genes) if args.extra_genes else ''}; genes constant in the held-out section (NaN) are excluded and counted. "
-        "Published reference points (HER2ST, HistoSPACE paper): GNAS ≈ 0.56, HLA-B 0.36–0.42."
+        f"\n\nHS = `sf.tl.histospace` defaults (epochs={args.epochs} at most, augment={bool(args.augment)}, "
+        f"tta={bool(args.tta)}, stain={args.stain}, finetune_encoder={bool(args.finetune)}"
+        f"{', ' + ', '.join(extra) if extra else ''}; frozen shipped autoencoder encoder, Huber, epochs chosen on one "
+        "whole training section held out (drawn by the seed), then refit on every training section); mean ± sd over "
+        f"seeds {seeds}. HS-ridge = the same call with head='ridge' (ridge on the per-channel mean/sd of the same "
+        "frozen encoder's maps of the same tiles, penalty chosen on the held-out training section, then refit). "
+        "ridge = ridge on the standardised default `sf.im` embedding (\"histospace\", 256-d, one spot diameter), "
+        "alpha by leave-one-section-out CV within the training sections (deterministic). Scale 0.3x: the held-out "
+        "section's image down-scaled to 0.3x (2.3 µm/px) before prediction, models trained at native resolution; "
+        "tiles keep their physical size. r: per gene across the held-out section's spots, 785-gene panel"
+        f"{' + ' + ', '.join(args.extra_genes) if args.extra_genes else ''}; genes constant in the held-out "
+        "section are excluded. Published reference points (HER2ST, HistoSPACE paper): GNAS ≈ 0.56, HLA-B 0.36–0.42."
     )
     if no_write:
         print(body)

@@ -148,7 +148,7 @@ def test_histospace_writes_prediction_table(trained):
     np.testing.assert_array_equal(t.obsm["X_histospace_pred"], pred.X)
     assert t.uns["histospace"]["genes"] == MARKERS
     assert t.uns["histospace"]["normalisation"] == {"target_sum": 1e4, "log1p": True}
-    assert "val_loss" in t.uns["histospace"]["history"]
+    assert "val_loss" in t.uns["histospace"]["history"]["selection"]  # the run that chose the epochs
     assert model.registry.tile["size_um"] == pytest.approx(55.0)
     # the measured expression, normalised like the training targets, beside the predictions
     np.testing.assert_array_equal(pred.layers["measured"], sf.pp.prepare_expression(t, genes=MARKERS).X)
@@ -336,3 +336,82 @@ def test_her2st_tiles_cover_the_spots_and_predictions_run(c2):
     sf.tl.histospace(out, model=model, shapes_key="tissue_tiles", key_added="hs_tiles", tta=False)
     assert out.tables["hs_tiles"].shape == (tiles.n_obs, 2)
     assert out.tables["histospace"].shape == (spots.n_obs, 2)
+
+
+# --- ridge head, encoder-map cache, section validation --------------------------------------------
+def test_model_ridge_head_is_closed_form_ridge_on_pooled_maps(tmp_path):
+    from sklearn.linear_model import Ridge
+
+    from stfuse.models._histospace import pooled
+
+    tiles, Y = _tiles(40)
+    m = HistoSPACE(list("abcd"), head="ridge", device="cpu", **FAST)
+    m.fit(tiles[:30], Y[:30], val_tiles=tiles[30:], val_Y=Y[30:], augment=False)
+    info = m.info["train"]
+    assert info["head"] == "ridge" and info["selection"] == "validation mean per-gene r"
+    assert len(info["alpha_scores"]) == len(info["alphas"]) == 13 and info["alpha"] in info["alphas"]
+    alpha = info["alpha"]
+    # the same as sklearn's ridge on the standardised pooled features of the (float16) encoder maps
+    F = pooled(m._maps(tiles[:30], [0])[0]).double().numpy()
+    mu, sd = F.mean(0), F.std(0) + 1e-8
+    ref = Ridge(alpha=alpha).fit((F - mu) / sd, Y[:30])
+    Fv = pooled(m._maps(tiles[30:], [0])[0]).double().numpy()
+    np.testing.assert_allclose(m.predict(tiles[30:]), ref.predict((Fv - mu) / sd), atol=1e-3)
+    # a fixed penalty (the refit), GCV without validation, save/load
+    fixed = HistoSPACE(list("abcd"), head="ridge", device="cpu", **FAST).fit(tiles, Y, ridge_alphas=[alpha])
+    assert fixed.info["train"]["selection"] == "fixed" and fixed.info["train"]["alpha"] == alpha
+    gcv = HistoSPACE(list("abcd"), head="ridge", device="cpu", **FAST).fit(tiles, Y)
+    assert gcv.info["train"]["selection"] == "GCV"
+    back = HistoSPACE.load(gcv.save(tmp_path / "ridge"), device="cpu")
+    np.testing.assert_array_equal(back.predict(tiles), gcv.predict(tiles))
+    with pytest.raises(sf.InputError, match="frozen encoder"):
+        HistoSPACE(list("abcd"), head="ridge", finetune_encoder=True, device="cpu", **FAST)
+    with pytest.raises(sf.InputError, match="head must be"):
+        HistoSPACE(list("abcd"), head="mlp", device="cpu", **FAST)
+
+
+def test_encoder_maps_are_computed_once_per_tile_weights_and_variant():
+    from stfuse.nn import map_cache
+
+    tiles, Y = _tiles(20)
+    map_cache.clear()
+    hits, misses = map_cache.hits, map_cache.misses
+    a = HistoSPACE(list("abcd"), device="cpu", **FAST).fit(tiles, Y, epochs=1)
+    assert map_cache.misses - misses == 8 * 20  # every tile, each of the 8 rotations/flips
+    # another fit on the same tiles (another fold, a refit) and test-time augmentation reuse them
+    misses = map_cache.misses
+    b = HistoSPACE(list("abcd"), device="cpu", **FAST).fit(tiles[::-1], Y[::-1], epochs=1)
+    pred = b.predict(tiles, tta=True)
+    assert map_cache.misses == misses and map_cache.hits - hits >= 8 * 20 * 2
+    # the cached path predicts as the encoder does without the cache, up to float16 rounding
+    map_cache.clear()
+    b.params["finetune_encoder"] = True  # not frozen: no cache
+    np.testing.assert_allclose(b.predict(tiles, tta=True), pred, atol=1e-2)
+    b.params["finetune_encoder"] = False
+    # other weights are other maps
+    c = HistoSPACE(list("abcd"), device="cpu", random_state=1, **FAST)
+    assert c._network_key() != a._network_key()
+    map_cache.clear()
+
+
+def test_histospace_validation_section_chooses_epochs_then_refits():
+    refs = [_toy(120, 0), _toy(120, 2)]
+    target = _toy(120, 1)
+    kw = {"genes": MARKERS, "epochs": 3, "device": "cpu", "patience": 1, **FAST}
+    model = sf.tl.histospace(target, refs, return_model=True, **kw)
+    uns = target.tables["table"].uns["histospace"]
+    chose = model.info["selection"]
+    assert uns["params"]["validation"].startswith("section toy") and "then refit" in uns["params"]["validation"]
+    best = int(chose["best_epoch"])
+    assert f"chose {best} epochs" in uns["params"]["validation"]
+    assert uns["params"]["n_train"] == 240 and uns["params"]["n_val"] == 0
+    assert len(uns["history"]["loss"]) == best and "val_loss" in uns["history"]["selection"]
+    # the ridge head in the same call: the penalty is chosen on the held-out section, then refit
+    sf.tl.histospace(target, refs, head="ridge", key_added="hs_ridge", **kw)
+    p = target.tables["table"].uns["hs_ridge"]["params"]
+    assert p["head"] == "ridge" and "chose ridge alpha" in p["validation"] and p["selection"] == "fixed"
+    # blocks and none
+    sf.tl.histospace(target, refs, validation="blocks", refit=False, key_added="hs_blocks", **kw)
+    assert "spatial blocks" in target.tables["table"].uns["hs_blocks"]["params"]["validation"]
+    with pytest.raises(sf.InputError, match="validation must be"):
+        sf.tl.histospace(target, refs, validation="spots", **kw)

@@ -26,6 +26,7 @@ from ._tables import prediction_table
 from ._tiles import (
     TileStore,
     TrainingTiles,
+    all_training_tiles,
     tile_batches,
     tile_side,
     training_tiles,
@@ -38,6 +39,7 @@ __all__ = [
     "SingleSection",
     "TileStore",
     "TrainingTiles",
+    "all_training_tiles",
     "as_list",
     "binary_labels",
     "block_split",

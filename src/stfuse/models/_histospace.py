@@ -12,6 +12,7 @@ FC 256, FC ``n_genes``. With a frozen encoder, its ``128 × 16 × 16`` maps are 
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
@@ -23,12 +24,14 @@ from torch import nn
 
 from .. import _logging as log
 from .._errors import InputError
-from ..nn import ConvEncoder, histospace_autoencoder, seeded, train
+from ..nn import ConvEncoder, histospace_autoencoder, map_cache, seeded, tile_digests, train
 from ._base import BaseModel
 
-__all__ = ["HistoSPACE", "HistoSPACEModule", "dihedral"]
+__all__ = ["HistoSPACE", "HistoSPACEModule", "dihedral", "pooled"]
 
 TILE_PX = 128
+#: ridge penalties searched by ``head="ridge"`` (on standardised pooled features)
+RIDGE_ALPHAS = np.logspace(-1, 5, 13)
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -64,6 +67,11 @@ class HistoSPACEModule(nn.Module):
         Dropout before each FC layer (0 in the paper).
     tile_px
         Input tile side; the encoder maps a 128 px tile to ``128 × 16 × 16``.
+    head
+        ``"conv"`` (the paper's regressor) or ``"ridge"`` (one linear layer on :func:`pooled` maps).
+    scale_targets
+        Keep per-gene ``target_mean``/``target_scale`` buffers: the regressor predicts standard units
+        and :meth:`regress` maps them back to the targets' units.
 
     Examples
     --------
@@ -75,10 +83,19 @@ class HistoSPACEModule(nn.Module):
     """
 
     def __init__(self, n_genes: int, *, hidden: int = 256, fc_activation: str | None = None, dropout: float = 0.0,
-                 tile_px: int = TILE_PX) -> None:
+                 tile_px: int = TILE_PX, head: str = "conv", scale_targets: bool = False) -> None:
         super().__init__()
         self.encoder = ConvEncoder()
         c = ConvEncoder.channels[-1]
+        self.head_kind = head
+        self.freeze_encoder = True
+        self.scale_targets = bool(scale_targets)
+        if self.scale_targets:  # the regressor works in per-gene standard units; outputs are mapped back
+            self.register_buffer("target_mean", torch.zeros(n_genes))
+            self.register_buffer("target_scale", torch.ones(n_genes))
+        if head == "ridge":  # a linear map of the pooled maps (per-channel mean and sd), fitted in closed form
+            self.linear = nn.Linear(2 * c, n_genes)
+            return
         self.head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                                   nn.MaxPool2d(2), nn.Flatten())
         side = tile_px // 2 ** (len(ConvEncoder.channels) - 1) // 2
@@ -90,7 +107,6 @@ class HistoSPACEModule(nn.Module):
             fc.append(nn.Dropout(dropout))
         fc.append(nn.Linear(hidden, n_genes))
         self.fc = nn.Sequential(*fc)
-        self.freeze_encoder = True
 
     def train(self, mode: bool = True) -> HistoSPACEModule:
         """Set train/eval mode; a frozen encoder (and its BatchNorm statistics) always stays in eval mode."""
@@ -101,11 +117,62 @@ class HistoSPACEModule(nn.Module):
 
     def regress(self, z: torch.Tensor) -> torch.Tensor:
         """Expression from encoder maps ``(b, 128, 16, 16)``."""
-        return self.fc(self.head(z))
+        if self.head_kind == "ridge":
+            return self.linear(pooled(z))
+        out = self.fc(self.head(z))
+        return out * self.target_scale + self.target_mean if self.scale_targets else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Expression from tiles ``(b, 3, 128, 128)`` scaled to [0, 1]."""
         return self.regress(self.encoder(x))
+
+
+def pooled(z: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean and standard deviation of encoder maps ``(b, c, h, w)`` → ``(b, 2c)`` (``sf.im``'s histospace features)."""
+    z = z.float().flatten(2)
+    return torch.cat([z.mean(dim=2), z.std(dim=2)], dim=1)
+
+
+def _ridge(F: np.ndarray, Y: np.ndarray, Fv: np.ndarray | None, Yv: np.ndarray | None,
+           alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, dict[str, list[float]]]:
+    """Ridge of ``Y`` on standardised ``F`` (closed form, SVD); alpha by the mean per-gene r on ``(Fv, Yv)``.
+
+    Without validation data alpha is chosen by generalised cross-validation (mean squared error).
+    Returns the weight ``(n_genes, p)`` and bias ``(n_genes,)`` on the raw features, the alpha, and the
+    score of every alpha.
+    """
+    F = F.astype(np.float64)
+    mu, sd = F.mean(0), F.std(0) + 1e-8
+    ym = Y.mean(0)
+    U, S, Vt = np.linalg.svd((F - mu) / sd, full_matrices=False)
+    UtY = U.T @ (Y - ym)
+    scores: list[float] = []
+    coefs = []
+    for a in alphas:
+        d = S / (S**2 + a)
+        coef = Vt.T @ (d[:, None] * UtY)  # (p, g) on standardised features
+        coefs.append(coef)
+        if Fv is not None:
+            P = ((Fv - mu) / sd) @ coef + ym
+            scores.append(float(np.nanmean(_pearson(Yv, P))))
+        else:  # GCV: residual / (1 - df / n)^2
+            h = S**2 / (S**2 + a)
+            resid = (Y - ym) - U @ (h[:, None] * UtY)
+            n = len(F)
+            scores.append(-float((resid**2).mean() / (1 - h.sum() / n) ** 2))
+    best = int(np.nanargmax(scores))
+    coef = coefs[best] / sd[:, None]
+    return coef.T.astype(np.float32), (ym - mu @ coef).astype(np.float32), float(alphas[best]), {
+        "alphas": [float(a) for a in alphas], "alpha_scores": scores}
+
+
+def _pearson(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """Per-column Pearson r (NaN where either column is constant)."""
+    Y = Y - Y.mean(0)
+    P = P - P.mean(0)
+    den = np.sqrt((Y**2).sum(0) * (P**2).sum(0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (Y * P).sum(0) / den, np.nan)
 
 
 def _fuse(module: nn.Module) -> nn.Module:
@@ -180,10 +247,27 @@ class HistoSPACE(BaseModel):
         Loaded when :meth:`fit` is first called.
     tile_px
         Tile side the network sees (128).
+    scale_targets
+        Train the ``"conv"`` regressor on per-gene standardised targets (mean 0, sd 1 on the training
+        spots; predictions are mapped back), so that every gene weighs alike in the loss, as in the
+        per-gene correlation that judges it; ``False``: the raw log-expression (paper).
+    head
+        ``"conv"``: the paper's regressor (convolution block, two FC layers) trained with Adam on the
+        encoder maps. ``"ridge"``: ridge regression of the targets on the per-channel mean and sd of
+        the frozen encoder's maps (256 features), closed form, the penalty chosen by the mean per-gene
+        r on the validation tiles (generalised cross-validation without them): a fast, honest baseline
+        on the same tiles and targets.
     device
         Torch device (``"auto"``: CUDA when available).
     random_state
         Seed of initialisation, batching, augmentation and dropout.
+
+    Notes
+    -----
+    With a frozen encoder its maps are computed once per tile content, weights and rotation/flip and
+    kept in the process-wide :data:`stfuse.nn.map_cache` (float16, ``sf.nn.map_cache.max_gb``), so
+    further fits and predictions on the same tiles (other folds, refits, test-time augmentation)
+    reuse them; ``sf.nn.map_cache.clear()`` frees that memory.
 
     Examples
     --------
@@ -212,6 +296,8 @@ class HistoSPACE(BaseModel):
         finetune_encoder: bool = False,
         encoder_weights: str | os.PathLike | None = None,
         tile_px: int = TILE_PX,
+        head: Literal["conv", "ridge"] = "conv",
+        scale_targets: bool = True,
         device: str = "auto",
         random_state: int = 0,
     ) -> None:
@@ -225,16 +311,22 @@ class HistoSPACE(BaseModel):
             raise InputError(f"dropout must be in [0, 1), got {dropout}.")
         if int(tile_px) < 32 or int(tile_px) % 16:
             raise InputError(f"tile_px must be a multiple of 16 and at least 32, got {tile_px}.")
+        if head not in ("conv", "ridge"):
+            raise InputError(f"head must be 'conv' or 'ridge', got {head!r}.")
+        if head == "ridge" and finetune_encoder:
+            raise InputError("head='ridge' is fitted in closed form on a frozen encoder; use finetune_encoder=False.")
         super().__init__(
             genes=[str(g) for g in genes], device=device, random_state=random_state, hidden=int(hidden),
             fc_activation=fc_activation, dropout=float(dropout), finetune_encoder=bool(finetune_encoder),
             encoder_weights=None if encoder_weights is None else str(encoder_weights), tile_px=int(tile_px),
+            head=head, scale_targets=bool(scale_targets) and head == "conv",
         )
 
     def _build(self) -> HistoSPACEModule:
         p = self.params
         net = HistoSPACEModule(len(self.genes), hidden=p["hidden"], fc_activation=p["fc_activation"],
-                               dropout=p["dropout"], tile_px=p["tile_px"])
+                               dropout=p["dropout"], tile_px=p["tile_px"], head=p.get("head", "conv"),
+                               scale_targets=p.get("scale_targets", False))
         net.freeze_encoder = not p["finetune_encoder"]
         return net
 
@@ -262,22 +354,58 @@ class HistoSPACE(BaseModel):
         with torch.no_grad():
             return enc(x)
 
-    def _map_cache(self, tiles: Any, n_variants: int, cache_gb: float, desc: str) -> torch.Tensor | None:
-        """float16 encoder maps ``(n_variants, n, 128, tile_px / 8, tile_px / 8)``, or ``None`` when above ``cache_gb``."""
-        n = int(tiles.shape[0])
+    @property
+    def _frozen(self) -> bool:
+        return not self.params["finetune_encoder"]
+
+    def _network_key(self) -> str:
+        """Names the encoder's current weights and input size: the network part of :data:`map_cache` keys."""
+        h = hashlib.blake2b(digest_size=12)
+        for k, v in self.module.encoder.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return f"histospace-encoder:{h.hexdigest()}:{self.params['tile_px']}px"
+
+    def _map_bytes(self) -> int:
         side = self.params["tile_px"] // 2 ** (len(ConvEncoder.channels) - 1)
-        shape = (ConvEncoder.channels[-1], side, side)
-        need = n * n_variants * int(np.prod(shape)) * 2
+        return ConvEncoder.channels[-1] * side * side * 2
+
+    def _maps(self, tiles: Any, variants: Sequence[int], desc: str | None = None, *,
+              digests: list[bytes] | None = None, encoder: nn.Module | None = None) -> torch.Tensor:
+        """float16 frozen-encoder maps ``(len(variants), n, 128, tile_px / 8, tile_px / 8)`` through :data:`map_cache`."""
+        enc = encoder if encoder is not None else _fuse(self.module.encoder)
+        key = self._network_key()
+        digests = tile_digests(tiles) if digests is None else digests
+
+        def encode(batch: np.ndarray, v: int) -> torch.Tensor:
+            return self._encode(batch, np.arange(len(batch)), v, enc)
+
+        out = []
+        for v in variants:
+            bar = None if desc is None else (lambda c, v=v: log.progress(c, desc=f"{desc} (encoder maps, variant {v + 1})"))
+            out.append(map_cache.get(tiles, encode, network=key, variant=v, digests=digests, progress=bar))
+        return torch.stack(out)
+
+    def _map_cache(self, tiles: Any, n_variants: int, cache_gb: float, desc: str) -> torch.Tensor | None:
+        """The maps of every tile and variant ``(n_variants, n, ...)``, or ``None`` when above ``cache_gb``."""
+        need = int(tiles.shape[0]) * n_variants * self._map_bytes()
         if need > cache_gb * 2**30:
             log.info(f"{desc}: encoder maps would take {need / 2**30:.2f} GiB > cache_gb={cache_gb}; "
                      "recomputing them per batch")
             return None
-        cache = torch.empty((n_variants, n, *shape), dtype=torch.float16)
+        return self._maps(tiles, range(n_variants), desc)
+
+    def _features(self, tiles: Any, variants: Sequence[int], desc: str | None = None,
+                  chunk: int = 512) -> np.ndarray:
+        """Pooled frozen-encoder features ``(len(variants), n, 256)`` float64, computed ``chunk`` tiles at a time."""
+        n = int(tiles.shape[0])
+        out = np.empty((len(variants), n, 2 * ConvEncoder.channels[-1]), np.float64)
         enc = _fuse(self.module.encoder)
-        for v in range(n_variants):
-            for idx in log.progress(list(_chunks(n, 64)), desc=f"{desc} (encoder maps {v + 1}/{n_variants})"):
-                cache[v, idx[0] : idx[-1] + 1] = self._encode(tiles, idx, v, enc).to("cpu", torch.float16)
-        return cache
+        for s in range(0, n, chunk):
+            idx = slice(s, min(s + chunk, n))
+            z = self._maps(tiles[idx], variants, desc if s == 0 else None, encoder=enc)
+            out[:, idx] = pooled(z.flatten(0, 1)).view(len(variants), -1, out.shape[-1]).double().numpy()
+        return out
 
     # --- training -----------------------------------------------------------------------------
     def fit(
@@ -296,6 +424,7 @@ class HistoSPACE(BaseModel):
         augment: bool = True,
         patience: int | None = 10,
         cache_gb: float = 2.0,
+        ridge_alphas: Sequence[float] | None = None,
     ) -> HistoSPACE:
         """Train on tiles and their expression; select the epoch with the lowest validation loss.
 
@@ -321,13 +450,16 @@ class HistoSPACE(BaseModel):
         cache_gb
             Memory allowed for cached encoder maps (frozen encoder); above it maps are recomputed per
             batch, so memory stays bounded for large training sets.
+        ridge_alphas
+            ``head="ridge"``: the penalties searched (default :data:`RIDGE_ALPHAS`, on standardised
+            features); one value fixes it (a refit).
 
         Returns
         -------
         ``self``, trained; ``info["history"]`` holds the per-epoch losses.
         """
         _check_tiles(tiles, "tiles")
-        Y = np.asarray(Y, dtype=np.float32)
+        Y = np.ascontiguousarray(Y, dtype=np.float32)
         n, g = int(tiles.shape[0]), len(self.genes)
         if Y.shape != (n, g):
             raise InputError(f"Y must be (n_tiles, n_genes) = ({n}, {g}); got {Y.shape}.")
@@ -337,7 +469,7 @@ class HistoSPACE(BaseModel):
             raise InputError("Give both val_tiles and val_Y, or neither.")
         if val_tiles is not None:
             _check_tiles(val_tiles, "val_tiles")
-            val_Y = np.asarray(val_Y, dtype=np.float32)
+            val_Y = np.ascontiguousarray(val_Y, dtype=np.float32)
             if val_Y.shape != (int(val_tiles.shape[0]), g):
                 raise InputError(f"val_Y must be ({val_tiles.shape[0]}, {g}); got {val_Y.shape}.")
         if loss not in ("huber", "mse"):
@@ -354,13 +486,25 @@ class HistoSPACE(BaseModel):
         for p in net.encoder.parameters():
             p.requires_grad_(not frozen)
         n_var = 8 if augment else 1
+        if self.params.get("head", "conv") == "ridge":
+            alphas = RIDGE_ALPHAS if ridge_alphas is None else np.asarray(ridge_alphas, dtype=float)
+            return self._fit_ridge(tiles, Y, val_tiles, val_Y, range(n_var), alphas)
         with seeded(self.random_state, self.device):
             cache = self._map_cache(tiles, n_var, cache_gb, "training tiles") if frozen else None
             vcache = (self._map_cache(val_tiles, 1, cache_gb, "validation tiles")
                       if frozen and val_tiles is not None else None)
         frozen_encoder = _fuse(net.encoder) if frozen else None
         Yt = torch.from_numpy(Y)
-        crit = (lambda p, y: F.huber_loss(p, y, delta=huber_delta)) if loss == "huber" else F.mse_loss
+        if net.scale_targets:
+            net.target_mean.copy_(torch.from_numpy(Y.mean(0)))
+            net.target_scale.copy_(torch.from_numpy(np.maximum(Y.std(0), 1e-6)))
+            mean, scale = net.target_mean, net.target_scale
+        else:
+            mean = scale = None
+        base = (lambda p, y: F.huber_loss(p, y, delta=huber_delta)) if loss == "huber" else F.mse_loss
+
+        def crit(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # in standard units when targets are scaled
+            return base(p, y) if mean is None else base((p - mean) / scale, (y - mean) / scale)
 
         def forward(idx: np.ndarray, k: np.ndarray, src: Any, c: torch.Tensor | None) -> torch.Tensor:
             if c is not None:
@@ -408,6 +552,26 @@ class HistoSPACE(BaseModel):
         self.is_trained = True
         return self
 
+    def _fit_ridge(self, tiles: Any, Y: np.ndarray, val_tiles: Any | None, val_Y: np.ndarray | None,
+                   variants: Sequence[int], alphas: np.ndarray) -> HistoSPACE:
+        """``head="ridge"``: closed-form ridge on the pooled maps of every training tile and variant."""
+        Fs = self._features(tiles, list(variants), "training tiles")
+        F_tr = Fs.reshape(-1, Fs.shape[-1])
+        Y_tr = np.tile(Y, (len(variants), 1))
+        Fv = self._features(val_tiles, [0], "validation tiles")[0] if val_tiles is not None else None
+        W, b, alpha, scores = _ridge(F_tr, Y_tr, Fv, val_Y, alphas)
+        with torch.no_grad():
+            self.module.linear.weight.copy_(torch.from_numpy(W))
+            self.module.linear.bias.copy_(torch.from_numpy(b))
+        self.info["history"] = {}
+        self.info["train"] = {"n_train": len(Y), "n_val": 0 if val_tiles is None else len(val_Y),
+                              "head": "ridge", "augment": len(variants) > 1, "alpha": alpha,
+                              "selection": ("fixed" if len(alphas) == 1 else "validation mean per-gene r"
+                                            if Fv is not None else "GCV"), **scores}
+        log.info(f"HistoSPACE ridge head: alpha {alpha:g} ({self.info['train']['selection']})")
+        self.is_trained = True
+        return self
+
     # --- prediction ---------------------------------------------------------------------------
     def predict(self, tiles: Any, *, batch_size: int = 64, tta: bool = False) -> np.ndarray:
         """Predicted expression ``(n, n_genes)`` float32 of uint8 tiles, computed ``batch_size`` tiles at a time.
@@ -435,8 +599,13 @@ class HistoSPACE(BaseModel):
         variants = range(8) if tta else range(1)
         with torch.no_grad():
             for idx in _chunks(n, int(batch_size)):
-                x = _as_float(tiles[idx[0] : idx[-1] + 1], self.params["tile_px"])
-                acc = sum(net(dihedral(x, k).to(self.device)) for k in variants)
+                batch = tiles[idx[0] : idx[-1] + 1]
+                if self._frozen:  # maps through the cache: a tile seen in training (or another fold) is not re-encoded
+                    z = self._maps(batch, variants, encoder=net.encoder).to(self.device)
+                    acc = sum(net.regress(z[i].float()) for i in range(len(variants)))
+                else:
+                    x = _as_float(batch, self.params["tile_px"])
+                    acc = sum(net(dihedral(x, k).to(self.device)) for k in variants)
                 out[idx] = (acc / len(variants)).float().cpu().numpy()
         return out
 

@@ -8,6 +8,7 @@ from ._attention import (
     tokens_to_edges,
 )
 from ._blocks import ConvAutoencoder, ConvDecoder, ConvEncoder, mlp
+from ._cache import MapCache, map_cache, tile_digests
 from ._losses import info_nce, nt_xent
 from ._train import seeded, train
 from ._vision import (
@@ -24,6 +25,7 @@ __all__ = [
     "ConvAutoencoder",
     "ConvDecoder",
     "ConvEncoder",
+    "MapCache",
     "NeighbourhoodCrossAttention",
     "ResNet50",
     "TissueCNN",
@@ -32,12 +34,14 @@ __all__ = [
     "histospace_autoencoder",
     "info_nce",
     "load_state_dict",
+    "map_cache",
     "mlp",
     "nbr_to_edges",
     "neighbourhood_tokens",
     "nt_xent",
     "seeded",
     "shipped_weights",
+    "tile_digests",
     "tissue_cnn",
     "tokens_to_edges",
     "train",

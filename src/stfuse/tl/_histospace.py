@@ -50,6 +50,40 @@ def _check_args(refs: list[Any], model: HistoSPACE | None, genes: Sequence[str] 
         raise InputError(f"stain must be None, 'macenko' or 'reinhard', got {values['stain']!r}.")
     if not values["size"] > 0:
         raise InputError(f"size must be positive (in spot diameters), got {values['size']}.")
+    if values["validation"] not in ("section", "blocks", None):
+        raise InputError(f"validation must be 'section', 'blocks' or None, got {values['validation']!r}.")
+    if values["head"] not in ("conv", "ridge"):
+        raise InputError(f"head must be 'conv' or 'ridge', got {values['head']!r}.")
+
+
+def _validation_masks(refs: list[Spots], how: str | None, val_fraction: float,
+                      rng: np.random.Generator) -> tuple[list[np.ndarray], str]:
+    """Which reference spots model selection watches (one mask per reference) and what they are (for ``uns``).
+
+    ``"section"``: every spot of one reference drawn with ``rng`` (with one reference: spatial blocks,
+    with a warning). ``"blocks"``: spatial blocks of about 4 × 4 spots, ``val_fraction`` of each
+    reference. ``None``: nothing.
+    """
+    if how is None or val_fraction == 0:
+        return [np.zeros(s.n_obs, bool) for s in refs], "none"
+    if how == "section":
+        if len(refs) >= 2:
+            i = int(rng.integers(len(refs)))
+            return [np.full(s.n_obs, j == i) for j, s in enumerate(refs)], f"section {refs[i].name}"
+        log.warning("validation='section' needs two or more reference sections; model selection watches spatial "
+                    f"blocks of {val_fraction:.0%} of the reference spots instead, which cannot see how the model "
+                    "transfers to a new section")
+    masks = [data.block_split(s.centers, s.spacing(), val_fraction, rng) for s in refs]
+    return masks, f"{int(sum(m.sum() for m in masks))} reference spots in spatial blocks"
+
+
+def _choice(model: HistoSPACE) -> tuple[dict[str, Any], str]:
+    """What the validation chose, as keyword arguments of the refit, and in words."""
+    train = model.info.get("train", {})
+    if train.get("head") == "ridge":
+        return {"ridge_alphas": [train["alpha"]]}, f"ridge alpha {train['alpha']:g}"
+    best = model.info.get("history", {}).get("best_epoch") or [train.get("epochs_run", 1)]
+    return {"epochs": int(best[0])}, f"{int(best[0])} epochs"
 
 
 def _registry(refs: list[Spots], genes: list[str], *, size: float, px: int, stain: str | None,
@@ -85,6 +119,9 @@ def histospace(
     finetune_encoder: bool = False,
     stain: Literal["macenko", "reinhard"] | None = None,
     size: float = 1.0,
+    head: Literal["conv", "ridge"] = "conv",
+    validation: Literal["section", "blocks"] | None = "section",
+    refit: bool = True,
     val_fraction: float = 0.15,
     patience: int | None = 10,
     tta: bool = True,
@@ -103,10 +140,12 @@ def histospace(
     HistoSPACE autoencoder's encoder (shipped weights; frozen unless ``finetune_encoder``), one
     convolution block and two fully connected layers that output the expression of ``genes``. The
     model is trained on the measured expression of ``reference`` (library-size normalised to 1e4,
-    log1p) with the Huber loss; the epoch kept is the one with the lowest loss on a validation split
-    of the *reference* spots (spatial blocks of about 4 × 4 spots, ``val_fraction`` of each
-    section), never on ``target``. Then every spot of ``target`` is predicted, batch by batch, so
-    memory does not grow with the slide.
+    log1p) with the Huber loss; the number of epochs is chosen on a whole reference section held out
+    of training (``validation``), never on ``target``, and the model is then trained again on every
+    reference for that many epochs (``refit``). Then every spot of ``target`` is predicted, batch by
+    batch, so memory does not grow with the slide. ``head="ridge"`` replaces the paper's regressor by
+    ridge regression on the pooled maps of the same frozen encoder (same tiles, same targets), the
+    baseline to compare with in one call.
 
     ``target`` needs no expression: spot circles over its image suffice (e.g. the grid of
     :func:`stfuse.tl.tile_tissue`), and a table is created for them.
@@ -158,8 +197,21 @@ def histospace(
     size
         Tile side in spot diameters (1). A model reused on a section whose spot size in µm is known
         extracts tiles of the physical size it was trained on.
+    head
+        ``"conv"`` (paper: convolution block + two FC layers, Adam) or ``"ridge"`` (ridge regression
+        on the per-channel mean and sd of the frozen encoder's maps, penalty chosen by the validation
+        spots' mean per-gene r; seconds instead of minutes). See :class:`stfuse.models.HistoSPACE`.
+    validation
+        What model selection (epoch, or ridge penalty) watches: ``"section"`` (default) every spot of
+        one reference section drawn with ``random_state`` and not trained on, so the choice reflects
+        transfer to a new section; ``"blocks"``: spatial blocks of about 4 × 4 spots, ``val_fraction``
+        of each reference (neighbours of training spots: optimistic); ``None``: keep the last epoch.
+        ``uns[key_added]["params"]["validation"]`` records what was held out.
+    refit
+        After the validation has chosen the epochs (or penalty), train again on every reference for
+        that many epochs (or with that penalty), so no reference is lost to validation.
     val_fraction
-        Fraction of the reference spots held out for model selection (0: keep the last epoch).
+        Fraction of each reference's spots held out with ``validation="blocks"``.
     patience
         Stop after this many epochs without a lower validation loss (``None``: run all epochs).
     tta
@@ -210,7 +262,7 @@ def histospace(
     """
     refs = data.as_list(reference)
     _check_args(refs, model, genes, epochs=epochs, batch_size=batch_size, loss=loss, lr=lr, key_added=key_added,
-                val_fraction=val_fraction, stain=stain, size=size)
+                val_fraction=val_fraction, stain=stain, size=size, validation=validation, head=head)
     select = selection(locals())
     spots = get_spots(target, **select, need_image=True, image_hint=_IMAGE_HINT, require_table=False)
     tables = list(getattr(target, "tables", {}))
@@ -234,21 +286,33 @@ def histospace(
             ref_spots = [r.spots for r in data.reference_sections(refs, **select, image_for="HistoSPACE",
                                                                   image_hint=_IMAGE_HINT, need_genes=True)]
             chosen = data.select_genes([s.table for s in ref_spots], genes, n_top_genes=n_top_genes, layer=layer)
-            model = HistoSPACE(chosen, finetune_encoder=finetune_encoder, device=device, random_state=random_state,
-                               **model_kwargs)
-            model.registry = _registry(ref_spots, chosen, size=size, px=int(model.params["tile_px"]), stain=stain,
+            def new_model() -> HistoSPACE:
+                m = HistoSPACE(chosen, finetune_encoder=finetune_encoder, head=head, device=device,
+                               random_state=random_state, **model_kwargs)
+                m.registry = _registry(ref_spots, chosen, size=size, px=int(m.params["tile_px"]), stain=stain,
                                        layer=layer)
+                return m
+
+            model = new_model()
             Ys = [model.registry.expression(s.table, layer=layer) for s in ref_spots]
-            # validation split first (blocks of spots of every section), then every tile goes straight to its store
-            rng = np.random.default_rng(random_state)
-            masks = [data.block_split(s.centers, s.spacing(), val_fraction, rng) for s in ref_spots]
+            # validation split first, then every tile goes straight to its store
+            masks, held_out = _validation_masks(ref_spots, validation, val_fraction, np.random.default_rng(random_state))
             tt = data.training_tiles(ref_spots, Ys, masks, size=size, px=int(model.params["tile_px"]), stain=stain,
                                      ram_gb=tile_ram_gb, stack=stack)
             log.info(f"histospace: training on {len(tt.Y)} spots of {len(ref_spots)} section(s), validating on "
-                     f"{0 if tt.val_Y is None else len(tt.val_Y)}, {len(chosen)} genes")
-            model.fit(tt.tiles, tt.Y, val_tiles=tt.val_tiles, val_Y=tt.val_Y, epochs=int(epochs),
-                      batch_size=int(batch_size), lr=lr, loss=loss, augment=augment, patience=patience,
-                      cache_gb=cache_gb)
+                     f"{0 if tt.val_Y is None else len(tt.val_Y)} ({held_out}), {len(chosen)} genes")
+            fit = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": lr, "loss": loss, "augment": augment,
+                   "cache_gb": cache_gb}
+            model.fit(tt.tiles, tt.Y, val_tiles=tt.val_tiles, val_Y=tt.val_Y, patience=patience, **fit)
+            if refit and tt.val_Y is not None:
+                first, (choice, chose) = model.info, _choice(model)
+                model = new_model()
+                tiles = data.all_training_tiles(ref_spots, tt, size=size, px=int(model.params["tile_px"]),
+                                                stain=stain, ram_gb=tile_ram_gb, stack=stack)
+                model.fit(tiles, np.concatenate([tt.Y, tt.val_Y]), patience=None, **fit | choice)
+                model.info["selection"] = {"history": first.get("history", {}), **first.get("train", {})}
+                held_out = f"{held_out} chose {chose}, then refit on every reference"
+            model.info["validation"] = held_out
         reg = model.registry or data.Registry("histospace", genes=model.genes, normalisation=dict(NORMALISATION))
         tile, px = reg.tile_spec, int(model.params["tile_px"])
         # predict every target spot, one batch of tiles at a time
@@ -259,10 +323,14 @@ def histospace(
     log.info(f"histospace: predicted {len(model.genes)} genes for {spots.n_obs} spots of {spots.name!r}")
 
     params = {**model.params, **model.info.get("train", {}), **{f"tile_{k}": v for k, v in tile.items()},
+              "validation": model.info.get("validation"), "refit": bool(refit),
               "n_genes": len(model.genes), "trained_here": trained_here, "val_fraction": float(val_fraction),
               "tta": bool(tta), "random_state": int(random_state), "tile_side_px": data.tile_side(spots, tile),
               "encoder_checksum": model.info.get("encoder_checksum", "")}
-    result = {"params": params, "history": model.info.get("history", {}),
+    history = dict(model.info.get("history", {}))
+    if "selection" in model.info:  # the run that chose the epochs (or penalty), beside the refit's
+        history["selection"] = model.info["selection"]["history"]
+    result = {"params": params, "history": history,
               "inputs": {"table_key": spots.table_key if spots.table_in_data else None, "shapes_key": spots.shapes_key,
                          "image_key": spots.image_key, "layer": layer},
               "extra": {"normalisation": dict(reg.normalisation), "genes": list(model.genes),
