@@ -9,7 +9,7 @@ from ._attention import (
 )
 from ._blocks import ConvAutoencoder, ConvDecoder, ConvEncoder, mlp
 from ._losses import info_nce, nt_xent
-from ._train import seeded, train
+from ._train import autocast_dtype, seeded, to_device, train
 from ._vision import (
     ResNet50,
     TissueCNN,
@@ -27,6 +27,7 @@ __all__ = [
     "NeighbourhoodCrossAttention",
     "ResNet50",
     "TissueCNN",
+    "autocast_dtype",
     "file_checksum",
     "graph_mean",
     "histospace_autoencoder",
@@ -39,6 +40,7 @@ __all__ = [
     "seeded",
     "shipped_weights",
     "tissue_cnn",
+    "to_device",
     "tokens_to_edges",
     "train",
 ]
