@@ -146,6 +146,91 @@ def test_train_refuses_nan_loss():
               epochs=1, lr=1e-3, device="cpu", seed=0)
 
 
+def test_train_refuses_nan_loss_naming_the_epoch_and_stops_at_that_step_on_cpu():
+    net = torch.nn.Linear(1, 1)
+    calls: list[int] = []
+
+    def step(m, b):
+        calls.append(1)
+        bad = len(calls) == 5  # epoch 3, first of its two batches
+        return {"loss": m(b).sum() * (float("inf") if bad else 1.0)}
+
+    with pytest.raises(FloatingPointError, match=r"inf at epoch 3; lower lr"):
+        train(net, step, lambda g: [torch.ones(2, 1), torch.ones(2, 1)], epochs=5, lr=1e-3, device="cpu", seed=0)
+    assert len(calls) == 5  # on CPU the check is per step: no step after the bad one
+
+
+def _old_train_history(net, step, batches, *, epochs, lr, seed):
+    """The loop as it was before the per-epoch host copy: float() of every term at every step."""
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    hist: dict[str, list[float]] = {}
+    with sf.nn.seeded(seed):
+        for _ in range(epochs):
+            net.train()
+            terms: dict[str, list[float]] = {}
+            for b in batches(gen):
+                out = step(net, b)
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                opt.step()
+                for k, v in out.items():
+                    terms.setdefault(k, []).append(float(v.detach()))
+            for k, v in terms.items():
+                hist.setdefault(k, []).append(float(np.mean(v)))
+    return hist
+
+
+def test_train_history_on_cpu_equals_the_per_step_float_loop():
+    # loss terms are kept as device tensors and copied once per epoch; on CPU the history (and the
+    # weights) must be bit-for-bit what the per-step float() loop gave
+    x = torch.randn(96, 3, generator=torch.Generator().manual_seed(2))
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+
+    def batches(g):
+        perm = torch.randperm(96, generator=g)
+        return [(x[perm[i : i + 32]], y[perm[i : i + 32]]) for i in range(0, 96, 32)]
+
+    def step(m, b):
+        mse = ((m(b[0]) - b[1]) ** 2).mean()
+        return {"loss": mse + 0.1 * m[0].weight.abs().mean(), "mse": mse, "half": (mse * 0.5).double()}
+
+    def net():
+        with sf.nn.seeded(3):
+            return torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Dropout(0.3), torch.nn.Linear(16, 1))
+
+    a, b = net(), net()
+    new = train(a, step, batches, epochs=4, lr=1e-2, device="cpu", seed=7)
+    old = _old_train_history(b, step, batches, epochs=4, lr=1e-2, seed=7)
+    assert new == old
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_train_never_autocasts_on_cpu():
+    assert sf.nn.autocast_dtype("cpu") is None
+    net = torch.nn.Linear(2, 1)
+    x = torch.randn(8, 2)
+    seen: list[tuple[bool, torch.dtype]] = []
+
+    def step(m, b):
+        out = m(b)
+        seen.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        return {"loss": (out ** 2).mean()}
+
+    for amp in (None, True, False):
+        h = train(net, step, lambda g: [x], epochs=2, lr=1e-2, device="cpu", seed=0, amp=amp,
+                  val_batches=lambda: [x])
+        assert set(h) == {"loss", "val_loss"}  # nothing recorded about autocast in the history itself
+    assert seen and all(not on and dt == torch.float32 for on, dt in seen)
+
+
+def test_to_device_keeps_values_and_dtype():
+    a = np.arange(6, dtype=np.int64).reshape(2, 3)
+    t = sf.nn.to_device(a, "cpu")
+    assert t.dtype == torch.int64 and t.tolist() == a.tolist()
+    assert sf.nn.to_device(a, "cpu", torch.float32).dtype == torch.float32
+
+
 class _Tiny(BaseModel):
     def _build(self):
         return torch.nn.Linear(self.params["n_in"], 2)

@@ -119,7 +119,7 @@ def test_contrast_on_shared_embedding_trains_the_shared_encoder():
     grads = {}
     for mode in ("branches", "shared"):
         m = sf.models.SENCA(20, None, hidden=16, latent=8, device="cpu", contrast=mode, lam=0.0)
-        b = m._tiling(nbr, xy).batch(np.arange(m._tiling(nbr, xy).n_tiles), X, None, "cpu")
+        b = m._tiling(nbr, xy).batch(np.arange(m._tiling(nbr, xy).n_tiles), torch.from_numpy(X), None)
         m.module.train()
         m._losses(m.module, b)["loss"].backward()
         grads[mode] = float(m.module.encoder.weight.grad.abs().sum()) if m.module.encoder.weight.grad is not None else 0.0

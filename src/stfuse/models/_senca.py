@@ -16,7 +16,7 @@ trained full-batch, as in the paper.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -29,10 +29,12 @@ from .._errors import InputError
 from ..gr import grid_cells, grow_mask, hop_tokens, spacing
 from ..nn import (
     NeighbourhoodCrossAttention,
+    autocast_dtype,
     graph_mean,
     nbr_to_edges,
     nt_xent,
     seeded,
+    to_device,
     tokens_to_edges,
     train,
 )
@@ -68,6 +70,9 @@ class _Batch:
     nbr: torch.Tensor  # (m, k) local neighbour ids, -1 outside the batch
     pool: torch.Tensor  # (c,) pool id (0..P-1) of each core spot
     n_pools: int
+    core_host: np.ndarray  # ``core`` and ``nbr`` on the host: graph structure is built there, no device sync
+    nbr_host: np.ndarray
+    cache: dict[str, Any] = field(default_factory=dict)  # edges etc. built once per batch (see SENCA._graph)
 
 
 class _Tiling:
@@ -110,7 +115,8 @@ class _Tiling:
             out.append(np.array(cur))
         return out
 
-    def batch(self, tiles: np.ndarray, x: np.ndarray, f: np.ndarray | None, device: str) -> _Batch:
+    def batch(self, tiles: np.ndarray, x: torch.Tensor, f: torch.Tensor | None) -> _Batch:
+        """The batch of ``tiles``: ``x`` and ``f`` (already on the device) are gathered there."""
         core = np.sort(np.concatenate([self.members[t] for t in tiles]))
         if len(core) == self.n:
             nodes = np.arange(self.n)
@@ -124,16 +130,30 @@ class _Tiling:
         lcore = self.local[core]
         self.local[nodes] = -1
         _, pool = np.unique(self.pool[core], return_inverse=True)
-        to = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        device = x.device
+        lnbr, lcore = lnbr.astype(np.int64), lcore.astype(np.int64)
+        if len(nodes) == self.n:
+            bx, bf = x, f
+        else:
+            idx = to_device(nodes, device, torch.long)
+            bx, bf = x.index_select(0, idx), None if f is None else f.index_select(0, idx)
         return _Batch(
-            nodes=nodes, core=to(lcore, torch.long), x=to(x[nodes]), f=None if f is None else to(f[nodes]),
-            nbr=to(lnbr, torch.long), pool=to(pool, torch.long), n_pools=int(pool.max()) + 1 if len(pool) else 0,
+            nodes=nodes, core=to_device(lcore, device), x=bx, f=bf, nbr=to_device(lnbr, device),
+            pool=to_device(pool, device, torch.long), n_pools=int(pool.max()) + 1 if len(pool) else 0,
+            core_host=lcore, nbr_host=lnbr,
         )
 
-    def iterate(self, x: np.ndarray, f: np.ndarray | None, device: str,
-                generator: torch.Generator | None) -> Iterator[_Batch]:
-        for tiles in self.groups(generator):
-            yield self.batch(tiles, x, f, device)
+    def iterate(self, x: torch.Tensor, f: torch.Tensor | None, generator: torch.Generator | None) -> Iterator[_Batch]:
+        """The batches of one pass; a section in one batch is built once and reused (no re-upload)."""
+        groups = self.groups(generator)
+        if len(groups) == 1:
+            cached = getattr(self, "_whole", None)
+            if cached is None or cached[0] is not x or cached[1] is not f:
+                self._whole = (x, f, self.batch(groups[0], x, f))
+            yield self._whole[2]
+            return
+        for tiles in groups:
+            yield self.batch(tiles, x, f)
 
 
 def _local_tokens(nbr: torch.Tensor, hops: int) -> torch.Tensor:
@@ -323,11 +343,23 @@ class SENCAModule(nn.Module):
                 fin = fin @ self.f_basis
         return x if fin is None else torch.cat([x, fin], 1)
 
-    def forward(self, x: torch.Tensor, f: torch.Tensor | None, nbr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Embeddings of every node of a (sub)graph: ``R``, ``H``, ``S``, decoder output ``D`` and target ``E``."""
+    def graph(self, nbr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The propagation edges and the self-attention edges (``None``: global) of a neighbour array.
+
+        Build them on the CPU and move them to the device to keep the index work off the GPU stream.
+        """
         edges = nbr_to_edges(nbr)
         attn_edges = None if self.attention_hops is None else (
             edges if self.attention_hops == 1 else tokens_to_edges(_local_tokens(nbr, self.attention_hops)))
+        return edges, attn_edges
+
+    def forward(self, x: torch.Tensor, f: torch.Tensor | None, nbr: torch.Tensor, *,
+                graph: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> dict[str, torch.Tensor]:
+        """Embeddings of every node of a (sub)graph: ``R``, ``H``, ``S``, decoder output ``D`` and target ``E``.
+
+        ``graph``: the output of :meth:`graph` for ``nbr``, when already built.
+        """
+        edges, attn_edges = self.graph(nbr) if graph is None else graph
         R = self.rna(x, edges, attn_edges)
         if self.image:
             if f is None:
@@ -527,12 +559,31 @@ class SENCA(BaseModel):
         return _Tiling(nbr, xy, tile_side=p["tile_side"], pool_side=p["pool_side"], halo=self.halo,
                        batch_size=p["batch_size"])
 
+    @staticmethod
+    def _batch_graph(module: SENCAModule, b: _Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The module's edges for batch ``b``, built on the host once per batch and moved to its device."""
+        if "graph" not in b.cache:
+            edges, attn = module.graph(torch.from_numpy(b.nbr_host))
+            dev = b.nbr.device
+            e = to_device(edges, dev)
+            b.cache["graph"] = (e, None if attn is None else e if attn is edges else to_device(attn, dev))
+        return b.cache["graph"]
+
+    def _windows(self, b: _Batch) -> tuple[int, torch.Tensor]:
+        """Number of windows (one per core spot) and the window -> spot edges of batch ``b`` (built on the host)."""
+        if "windows" not in b.cache:
+            hops, core, nbr = self.params["window_hops"], b.core_host, b.nbr_host
+            win = hop_tokens(nbr, hops)[core] if hops > 1 else np.concatenate([core[:, None], nbr[core]], 1)
+            b.cache["windows"] = (len(win), to_device(tokens_to_edges(torch.from_numpy(win)), b.nbr.device))
+        return b.cache["windows"]
+
     def _losses(self, module: SENCAModule, b: _Batch) -> dict[str, torch.Tensor]:
         p = self.params
         core, mode = b.core, p["contrast"]
-        outs = [module(b.x, b.f, b.nbr)]
+        graph = self._batch_graph(module, b)
+        outs = [module(b.x, b.f, b.nbr, graph=graph)]
         if mode == "shared":  # a second view: independent input masks
-            outs.append(module(b.x, b.f, b.nbr))
+            outs.append(module(b.x, b.f, b.nbr, graph=graph))
         mse = torch.stack([
             F.mse_loss(d, e) for o in outs
             for d, e in zip(o["D"][core].split(module.e_parts, 1), o["E"][core].split(module.e_parts, 1))
@@ -543,10 +594,8 @@ class SENCA(BaseModel):
             a, c = (outs[0]["R"], outs[0]["H"]) if mode == "branches" else (outs[0]["S"], outs[1]["S"])
             g, t = module.proj, p["temperature"]
             if p["hierarchical"]:
-                win = _local_tokens(b.nbr, p["window_hops"])[core] if p["window_hops"] > 1 else torch.cat(
-                    [core[:, None], b.nbr[core]], 1)
-                wedges = tokens_to_edges(win)  # window j -> its spots; the mean over a window is a graph mean
-                windowed = _grouped_nt_xent(g(graph_mean(a, wedges, len(win))), g(graph_mean(c, wedges, len(win))), t,
+                n_win, wedges = self._windows(b)  # window j -> its spots; the mean over a window is a graph mean
+                windowed = _grouped_nt_xent(g(graph_mean(a, wedges, n_win)), g(graph_mean(c, wedges, n_win)), t,
                                             p["contrast_size"])
                 pooled = nt_xent(g(_pool_mean(a[core], b.pool, b.n_pools)), g(_pool_mean(c[core], b.pool, b.n_pools)), t)
                 terms.update(nt_xent_windowed=windowed, nt_xent_pooled=pooled)
@@ -559,7 +608,7 @@ class SENCA(BaseModel):
 
     # --- API -----------------------------------------------------------------------------------
     def fit(self, X: Any, image: Any, neighbours: Any, coords: Any, *, steps: int = 200, lr: float = 5e-4,
-            weight_decay: float = 0.0, patience: int | None = None) -> dict[str, list[float]]:
+            weight_decay: float = 0.0, patience: int | None = None, amp: bool | None = None) -> dict[str, list[float]]:
         """Train on one section for ``steps`` optimiser steps.
 
         Parameters
@@ -580,6 +629,9 @@ class SENCA(BaseModel):
         patience
             Stop early when the loss, averaged over each pass through the section, has not improved
             for this many passes (the best weights are kept); ``None`` trains all ``steps``.
+        amp
+            Mixed precision on CUDA (see :func:`stfuse.nn.train`); ``None``: on for CUDA, off on CPU. The
+            dtype used is kept in ``info["autocast"]``.
 
         Returns
         -------
@@ -609,12 +661,16 @@ class SENCA(BaseModel):
         log.info(f"SENCA: {X.shape[0]} spots, {tiling.n_tiles} tiles, batches of ~{self.params['batch_size']} spots, "
                  f"halo {self.halo} hops")
         per_pass = len(tiling.groups(None))
+        Xd = to_device(X, self.device)  # on the device once per fit; batches gather their rows there
+        fd = None if f is None else to_device(f, self.device)
         history = train(
-            self.module, self._losses, lambda g: tiling.iterate(X, f, self.device, g), epochs=-(-int(steps) // per_pass),
+            self.module, self._losses, lambda g: tiling.iterate(Xd, fd, g), epochs=-(-int(steps) // per_pass),
             max_steps=int(steps), lr=float(lr), device=self.device, seed=self.random_state,
-            weight_decay=float(weight_decay), patience=patience, desc="SENCA",
+            weight_decay=float(weight_decay), patience=patience, amp=amp, desc="SENCA",
         )
         self.is_trained = True
+        cast = autocast_dtype(self.device) if amp is None or amp else None
+        self.info["autocast"] = None if cast is None else str(cast).removeprefix("torch.")
         self.info["history"] = history
         self.info["n_train_spots"] = int(X.shape[0])
         return history
@@ -645,8 +701,10 @@ class SENCA(BaseModel):
         tiling = self._tiling(nbr, xy)
         self.module.eval()
         out = np.empty((X.shape[0], self.params["latent"]), np.float32)
+        Xd = to_device(X, self.device)
+        fd = None if f is None else to_device(f, self.device)
         with seeded(self.random_state, self.device):
-            for b in tiling.iterate(X, f, self.device, None):
-                res = self.module(b.x, b.f, b.nbr)[which][b.core]
-                out[b.nodes[b.core.cpu().numpy()]] = res.float().cpu().numpy()
+            for b in tiling.iterate(Xd, fd, None):
+                res = self.module(b.x, b.f, b.nbr, graph=self._batch_graph(self.module, b))[which][b.core]
+                out[b.nodes[b.core_host]] = res.float().cpu().numpy()
         return out

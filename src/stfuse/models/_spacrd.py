@@ -35,7 +35,15 @@ from .. import _logging as log
 from .._errors import InputError
 from ..data import stratified_split
 from ..gr import adjacency, bfs_order
-from ..nn import NeighbourhoodCrossAttention, info_nce, mlp, neighbourhood_tokens, train
+from ..nn import (
+    NeighbourhoodCrossAttention,
+    autocast_dtype,
+    info_nce,
+    mlp,
+    neighbourhood_tokens,
+    to_device,
+    train,
+)
 from ._base import BaseModel
 
 __all__ = ["GMMThreshold", "SpaCRD", "SpaCRDModule", "gmm_threshold"]
@@ -165,16 +173,23 @@ class SpaCRDModule(nn.Module):
         return out
 
     def losses(self, out: dict[str, torch.Tensor], labels: torch.Tensor, *, alignment: bool, beta: float,
-               gamma: float, temperature: float, alpha: float, classify: bool = True) -> dict[str, torch.Tensor]:
-        """Loss terms of a forward pass; ``labels`` ``(m,)`` with 1/0 and ``-1`` for unlabelled spots."""
+               gamma: float, temperature: float, alpha: float, classify: bool = True,
+               labelled: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms of a forward pass; ``labels`` ``(m,)`` with 1/0 and ``-1`` for unlabelled spots.
+
+        ``labelled``: the indices of the labelled rows (``labels >= 0``) when already known (built on
+        the host, so a GPU step need not wait to learn how many there are).
+        """
         zero = out["h"].sum() * 0.0
-        labelled = labels >= 0
+        if labelled is None:
+            labelled = (labels >= 0).nonzero().squeeze(1)
+        has_labels = labelled.numel() > 0
         terms: dict[str, torch.Tensor] = {}
         terms["align"] = (info_nce(out["z_image"], out["z_gene"], temperature=temperature, alpha=alpha)
                           if alignment and "z_image" in out and "z_gene" in out and len(labels) > 1 else zero)
         if self.vae:
             recon = F.mse_loss(out["recon"], out["h"])
-            if labelled.any():
+            if has_labels:
                 mu, logvar = out["mu"][labelled], out["logvar"][labelled]
                 prior = self.class_means[labels[labelled].long()]
                 kl = 0.5 * (logvar.exp() + (mu - prior) ** 2 - 1.0 - logvar).mean()
@@ -185,7 +200,7 @@ class SpaCRDModule(nn.Module):
         else:
             terms["vae"] = zero
         terms["fused"] = terms["align"] + terms["vae"]
-        if classify and labelled.any():
+        if classify and has_labels:
             terms["bce"] = F.binary_cross_entropy_with_logits(out["logit"][labelled], labels[labelled].float())
         else:
             terms["bce"] = zero
@@ -326,13 +341,48 @@ class SpaCRD(BaseModel):
         return genes, image, nb.astype(np.int64)
 
     def _gather(self, genes: Any, image: Any, tokens: np.ndarray, centres: np.ndarray):
-        """Features of every spot referenced by the tokens of ``centres``, and local token indices."""
+        """Features of every spot referenced by the tokens of ``centres``, and local token indices.
+
+        ``genes`` / ``image``: host arrays (rows gathered on the host and uploaded) or tensors already
+        on the device (:meth:`_resident`; rows gathered there).
+        """
         tok = tokens[centres]
         used = np.unique(tok[tok >= 0])
         local = np.where(tok >= 0, np.searchsorted(used, np.maximum(tok, 0)), -1)
-        g = torch.from_numpy(_rows(genes, used)).to(self.device) if genes is not None else None
-        i = torch.from_numpy(_rows(image, used)).to(self.device) if image is not None else None
-        return g, i, torch.from_numpy(local).to(self.device)
+        idx = None
+
+        def take(a: Any) -> torch.Tensor | None:
+            nonlocal idx
+            if a is None:
+                return None
+            if isinstance(a, torch.Tensor):
+                idx = to_device(used, a.device) if idx is None else idx
+                return a.index_select(0, idx)
+            return to_device(_rows(a, used), self.device)
+
+        return take(genes), take(image), to_device(local, self.device)
+
+    #: most bytes of features :meth:`_resident` puts on a GPU (beyond: gathered on the host per batch)
+    RESIDENT_FRACTION: ClassVar[float] = 0.25
+
+    def _resident(self, a: Any) -> Any:
+        """``a`` as a float32 tensor on the model's device, kept there for the whole fit, when it fits.
+
+        Dense arrays always (on CPU that is the array itself when already float32); a sparse matrix
+        only on a GPU, densified, when it takes at most :attr:`RESIDENT_FRACTION` of the GPU's memory.
+        Otherwise ``a`` unchanged (batches gather rows on the host).
+        """
+        if a is None:
+            return None
+        dev = torch.device(self.device)
+        nbytes = 4 * int(a.shape[0]) * int(a.shape[1])
+        if dev.type == "cuda" and nbytes > self.RESIDENT_FRACTION * torch.cuda.get_device_properties(dev).total_memory:
+            return a
+        if sparse.issparse(a):
+            if dev.type == "cpu":
+                return a
+            a = a.toarray()
+        return to_device(np.asarray(a, dtype=np.float32), dev)
 
     def _batches(self, centres: np.ndarray, batch_size: int, graph: sparse.csr_matrix,
                  gen: torch.Generator | None) -> Iterator[np.ndarray]:
@@ -364,7 +414,7 @@ class SpaCRD(BaseModel):
             pretrain_epochs: int = 20, schedule: Schedule = "staged", lr: float = 1e-4,
             weight_decay: float = 1e-4, batch_size: int = 256, val_fraction: float = 0.1,
             validation: np.ndarray | None = None, patience: int | None = 10, monitor: str = "bce",
-            average_from: int | None = None, random_state: int | None = None) -> SpaCRD:
+            average_from: int | None = None, random_state: int | None = None, amp: bool | None = None) -> SpaCRD:
         """Train on labelled reference spots.
 
         Parameters
@@ -413,6 +463,9 @@ class SpaCRD(BaseModel):
             and validation judges that mean. ``None``: the last (or best) epoch's weights.
         random_state
             Seed of dropout, sampling and batching (default: the model's ``random_state``).
+        amp
+            Mixed precision on CUDA (see :func:`stfuse.nn.train`); ``None``: on for CUDA, off on CPU. The
+            dtype used is kept in ``info["training"]["autocast"]``.
 
         Returns
         -------
@@ -443,7 +496,7 @@ class SpaCRD(BaseModel):
             train_c = np.setdiff1d(np.arange(len(y)), val_c)
         tokens = neighbourhood_tokens(torch.from_numpy(nb)).numpy()
         graph = adjacency(nb)
-        yt = torch.from_numpy(y)
+        genes, image = self._resident(genes), self._resident(image)  # once per fit, not per step
         p = self.params
         kw = dict(alignment=p["alignment"] and p["use_image"] and p["use_genes"], beta=p["beta"], gamma=p["gamma"],
                   temperature=p["temperature"], alpha=p["alpha"])
@@ -452,7 +505,9 @@ class SpaCRD(BaseModel):
             def step(module: SpaCRDModule, centres: np.ndarray) -> dict[str, torch.Tensor]:
                 g, i, tok = self._gather(genes, image, tokens, centres)
                 out = module(g, i, tok)
-                return module.losses(out, yt[centres].to(self.device), classify=classify, **kw)
+                lab = y[centres]
+                return module.losses(out, to_device(lab, self.device), classify=classify,
+                                     labelled=to_device(np.flatnonzero(lab >= 0), self.device), **kw)
             return step
 
         def batches(c: np.ndarray):
@@ -470,14 +525,15 @@ class SpaCRD(BaseModel):
 
             # all spots, labelled or not: the alignment uses no label
             h = train(self.module, align_step, batches(np.arange(len(y))), epochs=int(pretrain_epochs), lr=lr,
-                      weight_decay=weight_decay, device=self.device, seed=seed, params=enc, fused=True,
+                      weight_decay=weight_decay, device=self.device, seed=seed, params=enc, fused=True, amp=amp,
                       desc="SpaCRD stage 1 (alignment)")
             history["pretrain"] = h
         h = train(self.module, make_step(True), batches(train_c), epochs=int(epochs), lr=lr,
                   weight_decay=weight_decay, device=self.device, seed=seed + 1, val_batches=val,
                   patience=patience if val is not None else None, monitor=monitor, fused=True,
-                  average_from=average_from, desc="SpaCRD training")
+                  average_from=average_from, amp=amp, desc="SpaCRD training")
         history.update(h)
+        cast = autocast_dtype(self.device) if amp is None or amp else None
         self.is_trained = True
         self.info["history"] = history
         self.info["training"] = {
@@ -485,6 +541,7 @@ class SpaCRD(BaseModel):
             "weight_decay": float(weight_decay), "batch_size": int(batch_size), "val_fraction": float(val_fraction),
             "patience": patience, "monitor": monitor, "average_from": average_from, "random_state": seed, "n_train": len(train_c), "n_val": len(val_c),
             "n_positive": int((y == 1).sum()), "n_negative": int((y == 0).sum()),
+            "autocast": None if cast is None else str(cast).removeprefix("torch."),
         }
         log.info(f"SpaCRD trained on {len(train_c)} spots ({len(val_c)} validation), "
                  f"{len(history['loss'])} epochs")

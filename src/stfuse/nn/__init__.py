@@ -10,7 +10,7 @@ from ._attention import (
 from ._blocks import ConvAutoencoder, ConvDecoder, ConvEncoder, mlp
 from ._cache import MapCache, map_cache, tile_digests
 from ._losses import info_nce, nt_xent
-from ._train import seeded, train
+from ._train import autocast_dtype, seeded, to_device, train
 from ._vision import (
     ResNet50,
     TissueCNN,
@@ -29,6 +29,7 @@ __all__ = [
     "NeighbourhoodCrossAttention",
     "ResNet50",
     "TissueCNN",
+    "autocast_dtype",
     "file_checksum",
     "graph_mean",
     "histospace_autoencoder",
@@ -43,6 +44,7 @@ __all__ = [
     "shipped_weights",
     "tile_digests",
     "tissue_cnn",
+    "to_device",
     "tokens_to_edges",
     "train",
 ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -13,12 +13,12 @@ import torch
 
 from .. import _logging as log
 
-__all__ = ["History", "seeded", "train"]
+__all__ = ["History", "autocast_dtype", "seeded", "to_device", "train"]
 
 History = dict[str, list[float]]
 
 
-@contextmanager
+@contextlib.contextmanager
 def seeded(seed: int, device: str = "cpu"):
     """Seed torch (and CUDA when used) inside the block without disturbing the caller's RNG state.
 
@@ -41,6 +41,75 @@ def seeded(seed: int, device: str = "cpu"):
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
+
+
+def _floats(values: list[torch.Tensor]) -> list[float]:
+    """Detached scalar tensors as Python floats, with one device-to-host copy for the whole list.
+
+    float32 -> float64 is exact, so the floats equal ``float(v)`` of each tensor.
+    """
+    if not values:
+        return []
+    return torch.stack([v.reshape(()).to(torch.float64) for v in values]).cpu().tolist()
+
+
+def _scalar(v: Any) -> torch.Tensor:
+    return v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(float(v))
+
+
+def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
+    """The dtype :func:`train` autocasts to on ``device``: bfloat16 on CUDA where supported, else float16; ``None`` on CPU.
+
+    Parameters
+    ----------
+    device
+        A torch device.
+
+    Returns
+    -------
+    ``torch.bfloat16`` or ``torch.float16`` on a CUDA device, ``None`` elsewhere (no autocast).
+
+    Examples
+    --------
+    >>> from stfuse.nn import autocast_dtype
+    >>> autocast_dtype("cpu") is None
+    True
+    """
+    if torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def to_device(a: Any, device: str | torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A numpy array (or tensor) as a tensor on ``device``; on CUDA through pinned memory, without a host sync.
+
+    Parameters
+    ----------
+    a
+        Array-like or tensor.
+    device
+        Target device.
+    dtype
+        Target dtype (default: the array's).
+
+    Returns
+    -------
+    The tensor on ``device`` (on CPU it may share memory with ``a``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stfuse.nn import to_device
+    >>> to_device(np.arange(3), "cpu").tolist()
+    [0, 1, 2]
+    """
+    t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
+    dev = torch.device(device)
+    if dev.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(dev, non_blocking=True)
+    return t.to(dev)
 
 
 def _average(module: torch.nn.Module, avg: dict[str, torch.Tensor] | None, n: int) -> dict[str, torch.Tensor]:
@@ -75,6 +144,7 @@ def train(
     fused: bool = False,
     max_steps: int | None = None,
     average_from: int | None = None,
+    amp: bool | None = None,
     desc: str = "training",
 ) -> History:
     """Train ``module`` with Adam and return the per-epoch history of every loss term.
@@ -120,6 +190,11 @@ def train(
         Use PyTorch's fused Adam (one pass over the parameters; several times faster on CPU for
         large layers, numerically slightly different from the default implementation). Falls back
         to the default where the device does not support it.
+    amp
+        Automatic mixed precision: run ``step`` under :func:`torch.autocast` (bfloat16 where the GPU
+        supports it, else float16 with a gradient scaler). ``None`` (default): on when ``device`` is
+        CUDA, off elsewhere. It does nothing on CPU (CPU runs stay float32 and bit-for-bit
+        reproducible). Whether it was used is :func:`autocast_dtype` of the device when ``amp`` is on.
     desc
         Progress-bar text.
 
@@ -127,6 +202,13 @@ def train(
     -------
     ``{"loss": [...], "<term>": [...], "val_loss": [...], ...}`` with one value per epoch, plus
     ``"best_epoch"`` when early stopping monitored the run.
+
+    Notes
+    -----
+    The loss terms stay on the device within an epoch and are copied to the host once per epoch, so
+    a GPU never waits for the host between steps. On CPU a non-finite loss stops training at the step
+    where it occurs; on other devices it is detected at the end of the epoch. Either way a
+    :class:`FloatingPointError` names the epoch.
 
     Examples
     --------
@@ -156,31 +238,56 @@ def train(
     n_avg = 0
     judged = module  # what validation and early stopping look at: the module, or its weight average
     gen = torch.Generator().manual_seed(int(seed))
+    dev = torch.device(device)
+    sync_free = dev.type != "cpu"  # on CPU a per-step check costs nothing; on a GPU it would wait every step
+    cast = autocast_dtype(dev) if (amp is None or amp) else None
+    scaler = torch.amp.GradScaler("cuda") if cast == torch.float16 else None
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=cast) if cast is not None else contextlib.nullcontext()
+
+    def check(loss_values: list[float], epoch: int) -> None:
+        bad = next((v for v in loss_values if not math.isfinite(v)), None)
+        if bad is not None:
+            raise FloatingPointError(
+                f"{desc}: the loss became {bad} at epoch {epoch + 1}; lower lr or check the input."
+            )
+
     n_steps = 0
     bar = log.progress_bar(desc=desc, total=epochs)
     with seeded(seed, device):
         try:
             for epoch in range(epochs):
                 module.train()
-                terms: dict[str, list[float]] = {}
+                terms: dict[str, list[torch.Tensor]] = {}
                 for batch in batches(gen):
-                    out = step(module, batch)
+                    with autocast():
+                        out = step(module, batch)
                     loss = out["loss"]
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"{desc}: the loss became {loss.item()} at epoch {epoch + 1}; lower lr or check the input."
-                        )
+                    if not sync_free and not torch.isfinite(loss):
+                        check([float(loss.detach())], epoch)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                    opt.step()
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        if grad_clip is not None:
+                            scaler.unscale_(opt)
+                            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        if grad_clip is not None:
+                            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                        opt.step()
                     n_steps += 1
                     for k, v in out.items():
-                        terms.setdefault(k, []).append(float(v.detach()))
+                        terms.setdefault(k, []).append(_scalar(v))
                     if max_steps is not None and n_steps >= max_steps:
                         break
-                for k, v in terms.items():
+                values = {k: _floats(v) for k, v in terms.items()}  # the epoch's one device-to-host copy
+                if sync_free:
+                    check(values.get("loss", []), epoch)
+                for k, v in values.items():
                     history.setdefault(k, []).append(_mean(v))
                 if max_steps is not None:
                     history.setdefault("steps", []).append(float(n_steps))
@@ -193,13 +300,13 @@ def train(
                 watched = history["loss"][-1]
                 if val_batches is not None:
                     judged.eval()
-                    vterms: dict[str, list[float]] = {}
-                    with torch.no_grad():
+                    vterms: dict[str, list[torch.Tensor]] = {}
+                    with torch.no_grad(), autocast():
                         for batch in val_batches():
                             for k, v in step(judged, batch).items():
-                                vterms.setdefault(k, []).append(float(v))
+                                vterms.setdefault(k, []).append(_scalar(v))
                     for k, v in vterms.items():
-                        history.setdefault(f"val_{k}", []).append(_mean(v))
+                        history.setdefault(f"val_{k}", []).append(_mean(_floats(v)))
                     if f"val_{monitor}" not in history:
                         raise KeyError(f"{desc}: the step returns no {monitor!r} term to monitor; it returns "
                                        f"{sorted(vterms)}.")

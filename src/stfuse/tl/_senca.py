@@ -215,7 +215,7 @@ def senca(
         "lr": float(lr), "cluster_method": cluster_method, "image": F is not None,
         "image_rep": image_rep, "encoder": None if sec.features is None else sec.features.provenance.get("encoder"),
         "image_features": sec.inputs["image_features"], "patch_spacings": float(patch_spacings),
-        "layer": layer, "min_counts": int(min_counts), "random_state": int(random_state),
+        "layer": layer, "min_counts": int(min_counts), "random_state": int(random_state), "autocast": model.info.get("autocast"),
         **{k_: v for k_, v in model.params.items() if k_ in _MODEL_KWARGS}, **cluster_kw,
     }
     cats = [str(i) for i in range(k)]
