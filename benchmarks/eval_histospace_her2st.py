@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="train on these sections instead of the fold's (a tuning split that leaves other sections unseen)")
     p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test image scales (1 = native)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="further sf.tl.histospace keyword arguments of the conv head (Python literals)")
+                   help="further sf.tl.histospace keyword arguments of both heads (Python literals)")
     p.add_argument("--extra-genes", nargs="*", default=["ERBB2"], help="genes predicted besides the panel")
     p.add_argument("--no-write", action="store_true", help="print only, do not append to RESULTS.md")
     p.add_argument("--rows-out", default=None, help="also save this run's per-fold rows and per-gene r (JSON)")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
             t_hs = time.perf_counter() - t0
             t0 = time.perf_counter()
             rh_model = sf.tl.histospace(target, refs, head="ridge", key_added="hs_ridge", augment=bool(args.augment),
-                                        tta=bool(args.tta), **common)
+                                        tta=bool(args.tta), **common, **options)
             t_rh = time.perf_counter() - t0
             info = target.tables["table"].uns["histospace"]["params"]
             rinfo = target.tables["table"].uns["hs_ridge"]["params"]

@@ -415,3 +415,22 @@ def test_histospace_validation_section_chooses_epochs_then_refits():
     assert "spatial blocks" in target.tables["table"].uns["hs_blocks"]["params"]["validation"]
     with pytest.raises(sf.InputError, match="validation must be"):
         sf.tl.histospace(target, refs, validation="spots", **kw)
+
+
+def test_resolution_augmentation_trains_on_coarser_variants_of_every_tile():
+    from stfuse.models._histospace import resample
+    from stfuse.nn import map_cache
+
+    tiles, Y = _tiles(12)
+    map_cache.clear()
+    misses = map_cache.misses
+    m = HistoSPACE(list("abcd"), resolution_augment=[0.25], device="cpu", **FAST).fit(tiles, Y, epochs=1)
+    assert map_cache.misses - misses == 16 * 12  # 8 rotations/flips at full and at 1/4 sampling
+    assert m.params["resolution_augment"] == [0.25]
+    x = torch.rand(1, 3, 32, 32)
+    coarse = resample(x, 0.25)
+    # the coarse variant has lost the fine detail: its 8 × 8 version is enough to rebuild it
+    assert (coarse - x).abs().mean() > 0.1 and resample(coarse, 0.25).sub(coarse).abs().mean() < 0.05
+    with pytest.raises(sf.InputError, match="resolution_augment"):
+        HistoSPACE(list("abcd"), resolution_augment=[1.5], device="cpu", **FAST)
+    map_cache.clear()

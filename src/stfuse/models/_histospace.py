@@ -251,6 +251,11 @@ class HistoSPACE(BaseModel):
         Train the ``"conv"`` regressor on per-gene standardised targets (mean 0, sd 1 on the training
         spots; predictions are mapped back), so that every gene weighs alike in the loss, as in the
         per-gene correlation that judges it; ``False``: the raw log-expression (paper).
+    resolution_augment
+        Sampling factors in (0, 1) of extra training variants: each tile also as if scanned that many
+        times as coarsely (down-sampled to ``factor · tile_px`` and back, then rotated/flipped), so a
+        model trained on fine scans predicts on coarse ones (e.g. ``(0.3,)`` for a Visium ``hires``
+        image from a 0.5 µm/px scan). Every factor adds 8 variants whose frozen maps are cached.
     head
         ``"conv"``: the paper's regressor (convolution block, two FC layers) trained with Adam on the
         encoder maps. ``"ridge"``: ridge regression of the targets on the per-channel mean and sd of
@@ -298,6 +303,7 @@ class HistoSPACE(BaseModel):
         tile_px: int = TILE_PX,
         head: Literal["conv", "ridge"] = "conv",
         scale_targets: bool = True,
+        resolution_augment: Sequence[float] = (),
         device: str = "auto",
         random_state: int = 0,
     ) -> None:
@@ -313,6 +319,8 @@ class HistoSPACE(BaseModel):
             raise InputError(f"tile_px must be a multiple of 16 and at least 32, got {tile_px}.")
         if head not in ("conv", "ridge"):
             raise InputError(f"head must be 'conv' or 'ridge', got {head!r}.")
+        if any(not 0.0 < float(f) < 1.0 for f in resolution_augment):
+            raise InputError(f"resolution_augment takes sampling factors in (0, 1), got {list(resolution_augment)}.")
         if head == "ridge" and finetune_encoder:
             raise InputError("head='ridge' is fitted in closed form on a frozen encoder; use finetune_encoder=False.")
         super().__init__(
@@ -320,6 +328,7 @@ class HistoSPACE(BaseModel):
             fc_activation=fc_activation, dropout=float(dropout), finetune_encoder=bool(finetune_encoder),
             encoder_weights=None if encoder_weights is None else str(encoder_weights), tile_px=int(tile_px),
             head=head, scale_targets=bool(scale_targets) and head == "conv",
+            resolution_augment=[float(f) for f in resolution_augment],
         )
 
     def _build(self) -> HistoSPACEModule:
@@ -349,7 +358,7 @@ class HistoSPACE(BaseModel):
         x = _as_float(tiles[np.sort(index)], self.params["tile_px"])
         order = np.argsort(np.argsort(index))
         x = x[torch.from_numpy(order)]
-        x = _augment(x, k).to(self.device)
+        x = _augment(x, k, self._factors).to(self.device)
         enc = encoder if encoder is not None else _fuse(self.module.encoder)
         with torch.no_grad():
             return enc(x)
@@ -357,6 +366,11 @@ class HistoSPACE(BaseModel):
     @property
     def _frozen(self) -> bool:
         return not self.params["finetune_encoder"]
+
+    @property
+    def _factors(self) -> tuple[float, ...]:
+        """Sampling factors of the variants: variant ``v`` is rotation/flip ``v % 8`` at ``_factors[v // 8]``."""
+        return (1.0, *map(float, self.params.get("resolution_augment", ())))
 
     def _network_key(self) -> str:
         """Names the encoder's current weights and input size: the network part of :data:`map_cache` keys."""
@@ -381,19 +395,22 @@ class HistoSPACE(BaseModel):
             return self._encode(batch, np.arange(len(batch)), v, enc)
 
         out = []
-        for v in variants:
-            bar = None if desc is None else (lambda c, v=v: log.progress(c, desc=f"{desc} (encoder maps, variant {v + 1})"))
-            out.append(map_cache.get(tiles, encode, network=key, variant=v, digests=digests, progress=bar))
+        for i, v in enumerate(variants):
+            bar = None if desc is None else (lambda c, i=i: log.progress(
+                c, desc=f"{desc} (encoder maps, variant {i + 1}/{len(variants)})"))
+            name = (int(v) % 8, self._factors[int(v) // 8])  # the rotation/flip and the sampling factor
+            out.append(map_cache.get(tiles, lambda b, _, v=v: encode(b, v), network=key, variant=name,
+                                     digests=digests, progress=bar))
         return torch.stack(out)
 
-    def _map_cache(self, tiles: Any, n_variants: int, cache_gb: float, desc: str) -> torch.Tensor | None:
-        """The maps of every tile and variant ``(n_variants, n, ...)``, or ``None`` when above ``cache_gb``."""
-        need = int(tiles.shape[0]) * n_variants * self._map_bytes()
+    def _map_cache(self, tiles: Any, variants: Sequence[int], cache_gb: float, desc: str) -> torch.Tensor | None:
+        """The maps of every tile and variant ``(len(variants), n, ...)``, or ``None`` when above ``cache_gb``."""
+        need = int(tiles.shape[0]) * len(variants) * self._map_bytes()
         if need > cache_gb * 2**30:
             log.info(f"{desc}: encoder maps would take {need / 2**30:.2f} GiB > cache_gb={cache_gb}; "
                      "recomputing them per batch")
             return None
-        return self._maps(tiles, range(n_variants), desc)
+        return self._maps(tiles, variants, desc)
 
     def _features(self, tiles: Any, variants: Sequence[int], desc: str | None = None,
                   chunk: int = 512) -> np.ndarray:
@@ -485,13 +502,15 @@ class HistoSPACE(BaseModel):
         net.freeze_encoder = frozen
         for p in net.encoder.parameters():
             p.requires_grad_(not frozen)
-        n_var = 8 if augment else 1
+        # the variants trained on: every rotation/flip (augment) at every sampling factor
+        variants = np.array([8 * j + k for j in range(len(self._factors)) for k in (range(8) if augment else [0])])
+        n_var = len(variants)
         if self.params.get("head", "conv") == "ridge":
             alphas = RIDGE_ALPHAS if ridge_alphas is None else np.asarray(ridge_alphas, dtype=float)
-            return self._fit_ridge(tiles, Y, val_tiles, val_Y, range(n_var), alphas)
+            return self._fit_ridge(tiles, Y, val_tiles, val_Y, variants.tolist(), alphas)
         with seeded(self.random_state, self.device):
-            cache = self._map_cache(tiles, n_var, cache_gb, "training tiles") if frozen else None
-            vcache = (self._map_cache(val_tiles, 1, cache_gb, "validation tiles")
+            cache = self._map_cache(tiles, variants.tolist(), cache_gb, "training tiles") if frozen else None
+            vcache = (self._map_cache(val_tiles, [0], cache_gb, "validation tiles")
                       if frozen and val_tiles is not None else None)
         frozen_encoder = _fuse(net.encoder) if frozen else None
         Yt = torch.from_numpy(Y)
@@ -511,9 +530,9 @@ class HistoSPACE(BaseModel):
                 z = c[torch.from_numpy(k), torch.from_numpy(idx)].to(self.device).float()
                 return net.regress(z)
             if frozen:
-                return net.regress(self._encode(src, idx, k, frozen_encoder))
+                return net.regress(self._encode(src, idx, variants[k], frozen_encoder))
             x = _as_float(src[np.sort(idx)], self.params["tile_px"])[torch.from_numpy(np.argsort(np.argsort(idx)))]
-            return net(_augment(x, k).to(self.device))
+            return net(_augment(x, variants[k], self._factors).to(self.device))
 
         def step(module: nn.Module, batch: tuple) -> dict[str, torch.Tensor]:
             idx, k, src, c, y = batch
@@ -610,16 +629,34 @@ class HistoSPACE(BaseModel):
         return out
 
 
-def _augment(x: torch.Tensor, k: int | np.ndarray) -> torch.Tensor:
-    """Apply dihedral variant ``k`` (one per image, or one for all) to the batch ``x``."""
+def resample(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Images ``(b, c, s, s)`` as if scanned ``factor`` times as finely: down-sampled to ``factor · s`` and back.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from stfuse.models._histospace import resample
+    >>> x = torch.rand(2, 3, 32, 32)
+    >>> resample(x, 0.25).shape, bool(torch.equal(resample(x, 1.0), x))
+    (torch.Size([2, 3, 32, 32]), True)
+    """
+    if factor >= 1.0:
+        return x
+    s = x.shape[-1]
+    small = F.interpolate(x, size=(max(2, round(s * factor)),) * 2, mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+
+
+def _augment(x: torch.Tensor, k: int | np.ndarray, factors: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """Apply variant ``k`` (one per image, or one for all) to the batch ``x``: resampling ``factors[k // 8]``, then rotation/flip ``k % 8``."""
     if np.isscalar(k):
-        return dihedral(x, int(k))
+        return dihedral(resample(x, factors[int(k) // 8]), int(k) % 8)
     k = np.asarray(k)
     if (k == 0).all():
         return x
     out = torch.empty_like(x)
     for v in np.unique(k):
         sel = torch.from_numpy(np.flatnonzero(k == v))
-        out[sel] = dihedral(x[sel], int(v))
+        out[sel] = dihedral(resample(x[sel], factors[int(v) // 8]), int(v) % 8)
     return out
 

@@ -89,7 +89,7 @@ class MapCache:
             _, old = self._store.popitem(last=False)
             self.nbytes -= old.numel() * old.element_size()
 
-    def get(self, tiles: Any, encode: Callable[[np.ndarray, int], torch.Tensor], *, network: str, variant: int = 0,
+    def get(self, tiles: Any, encode: Callable[[np.ndarray, Any], torch.Tensor], *, network: str, variant: Hashable = 0,
             digests: list[bytes] | None = None, batch_size: int = 64,
             progress: Callable[[Any], Any] | None = None) -> torch.Tensor:
         """Outputs ``(n, ...)`` float16 (CPU) of ``encode(tiles[batch], variant)`` for every tile, stored ones reused.
@@ -103,7 +103,7 @@ class MapCache:
         network
             Name of the frozen network and its input size (a weights checksum): part of the key.
         variant
-            Name of the augmentation ``encode`` applies: part of the key.
+            Name of the augmentation ``encode`` applies (any hashable): part of the key.
         digests
             :func:`tile_digests` of ``tiles`` when already computed.
         batch_size
@@ -112,14 +112,14 @@ class MapCache:
             Wraps the list of batches to compute (a progress bar), or ``None``.
         """
         digests = tile_digests(tiles) if digests is None else digests
-        keys = [(network, int(variant), d) for d in digests]
+        keys = [(network, variant, d) for d in digests]
         missing = [i for i, k in enumerate(keys) if k not in self._store]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         computed: dict[int, torch.Tensor] = {}
         chunks = [missing[s : s + batch_size] for s in range(0, len(missing), batch_size)]
         for chunk in (progress(chunks) if progress is not None and chunks else chunks):
-            out = encode(np.asarray(tiles[np.asarray(chunk)]), int(variant)).detach().to("cpu", torch.float16)
+            out = encode(np.asarray(tiles[np.asarray(chunk)]), variant).detach().to("cpu", torch.float16)
             for i, row in zip(chunk, out):
                 computed[i] = row
                 if self.max_gb > 0:

@@ -114,6 +114,7 @@ def histospace(
     epochs: int = 50,
     batch_size: int = 32,
     lr: float = 1e-4,
+    weight_decay: float = 0.0,
     loss: Literal["huber", "mse"] = "huber",
     augment: bool = True,
     finetune_encoder: bool = False,
@@ -182,8 +183,8 @@ def histospace(
         Name of the new table of predictions (``sdata.tables[key_added]``, genes as variables); the
         target's own table, when it annotates the same spots, gets ``obsm[f"X_{key_added}_pred"]``
         and ``uns[key_added]``.
-    epochs, batch_size, lr
-        Adam settings (paper: 50, 32, 1e-4).
+    epochs, batch_size, lr, weight_decay
+        Adam settings (paper: 50, 32, 1e-4, 0).
     loss
         ``"huber"`` (δ = 1, paper) or ``"mse"``.
     augment
@@ -301,7 +302,8 @@ def histospace(
                                      ram_gb=tile_ram_gb, stack=stack)
             log.info(f"histospace: training on {len(tt.Y)} spots of {len(ref_spots)} section(s), validating on "
                      f"{0 if tt.val_Y is None else len(tt.val_Y)} ({held_out}), {len(chosen)} genes")
-            fit = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": lr, "loss": loss, "augment": augment,
+            fit = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": lr, "weight_decay": float(weight_decay),
+                   "loss": loss, "augment": augment,
                    "cache_gb": cache_gb}
             model.fit(tt.tiles, tt.Y, val_tiles=tt.val_tiles, val_Y=tt.val_Y, patience=patience, **fit)
             if refit and tt.val_Y is not None:
