@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -84,6 +85,39 @@ def _choice(model: HistoSPACE) -> tuple[dict[str, Any], str]:
         return {"ridge_alphas": [train["alpha"]]}, f"ridge alpha {train['alpha']:g}"
     best = model.info.get("history", {}).get("best_epoch") or [train.get("epochs_run", 1)]
     return {"epochs": int(best[0])}, f"{int(best[0])} epochs"
+
+
+def _new_model(refs: list[Spots], genes: list[str], *, size: float, stain: str | None, layer: str | None,
+               **kwargs: Any) -> HistoSPACE:
+    """An untrained model with the data contract of ``refs`` (genes, normalisation, tiles) in its registry."""
+    model = HistoSPACE(genes, **kwargs)
+    model.registry = _registry(refs, genes, size=size, px=int(model.params["tile_px"]), stain=stain, layer=layer)
+    return model
+
+
+def _train(make: Callable[[], HistoSPACE], refs: list[Spots], *, validation: str | None, val_fraction: float,
+           refit: bool, seed: int, tile_ram_gb: float, stack: contextlib.ExitStack, **fit: Any) -> HistoSPACE:
+    """Cut the tiles once, train with model selection on the held-out spots, then refit on every reference."""
+    model = make()
+    reg = model.registry
+    px, tile = int(model.params["tile_px"]), reg.tile
+    Ys = [reg.expression(s.table, layer=reg.layer) for s in refs]
+    # validation split first, then every tile goes straight to its store
+    masks, held_out = _validation_masks(refs, validation, val_fraction, np.random.default_rng(seed))
+    cut = {"size": tile["size"], "px": px, "stain": tile["stain"], "ram_gb": tile_ram_gb, "stack": stack}
+    tt = data.training_tiles(refs, Ys, masks, **cut)
+    log.info(f"histospace: training on {len(tt.Y)} spots of {len(refs)} section(s), validating on "
+             f"{0 if tt.val_Y is None else len(tt.val_Y)} ({held_out}), {len(reg.genes)} genes")
+    model.fit(tt.tiles, tt.Y, val_tiles=tt.val_tiles, val_Y=tt.val_Y, **fit)
+    if refit and tt.val_Y is not None:
+        first, (choice, chose) = model.info, _choice(model)
+        model = make()
+        model.fit(data.all_training_tiles(refs, tt, **cut), np.concatenate([tt.Y, tt.val_Y]),
+                  **fit | {"patience": None} | choice)
+        model.info["selection"] = {"history": first.get("history", {}), **first.get("train", {})}
+        held_out = f"{held_out} chose {chose}, then refit on every reference"
+    model.info["validation"] = held_out
+    return model
 
 
 def _registry(refs: list[Spots], genes: list[str], *, size: float, px: int, stain: str | None,
@@ -287,34 +321,13 @@ def histospace(
             ref_spots = [r.spots for r in data.reference_sections(refs, **select, image_for="HistoSPACE",
                                                                   image_hint=_IMAGE_HINT, need_genes=True)]
             chosen = data.select_genes([s.table for s in ref_spots], genes, n_top_genes=n_top_genes, layer=layer)
-            def new_model() -> HistoSPACE:
-                m = HistoSPACE(chosen, finetune_encoder=finetune_encoder, head=head, device=device,
-                               random_state=random_state, **model_kwargs)
-                m.registry = _registry(ref_spots, chosen, size=size, px=int(m.params["tile_px"]), stain=stain,
-                                       layer=layer)
-                return m
-
-            model = new_model()
-            Ys = [model.registry.expression(s.table, layer=layer) for s in ref_spots]
-            # validation split first, then every tile goes straight to its store
-            masks, held_out = _validation_masks(ref_spots, validation, val_fraction, np.random.default_rng(random_state))
-            tt = data.training_tiles(ref_spots, Ys, masks, size=size, px=int(model.params["tile_px"]), stain=stain,
-                                     ram_gb=tile_ram_gb, stack=stack)
-            log.info(f"histospace: training on {len(tt.Y)} spots of {len(ref_spots)} section(s), validating on "
-                     f"{0 if tt.val_Y is None else len(tt.val_Y)} ({held_out}), {len(chosen)} genes")
+            make = functools.partial(_new_model, ref_spots, chosen, finetune_encoder=finetune_encoder, head=head,
+                                     device=device, random_state=random_state, size=size, stain=stain, layer=layer,
+                                     **model_kwargs)
             fit = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": lr, "weight_decay": float(weight_decay),
-                   "loss": loss, "augment": augment,
-                   "cache_gb": cache_gb}
-            model.fit(tt.tiles, tt.Y, val_tiles=tt.val_tiles, val_Y=tt.val_Y, patience=patience, **fit)
-            if refit and tt.val_Y is not None:
-                first, (choice, chose) = model.info, _choice(model)
-                model = new_model()
-                tiles = data.all_training_tiles(ref_spots, tt, size=size, px=int(model.params["tile_px"]),
-                                                stain=stain, ram_gb=tile_ram_gb, stack=stack)
-                model.fit(tiles, np.concatenate([tt.Y, tt.val_Y]), patience=None, **fit | choice)
-                model.info["selection"] = {"history": first.get("history", {}), **first.get("train", {})}
-                held_out = f"{held_out} chose {chose}, then refit on every reference"
-            model.info["validation"] = held_out
+                   "loss": loss, "augment": augment, "cache_gb": cache_gb, "patience": patience}
+            model = _train(make, ref_spots, validation=validation, val_fraction=val_fraction, refit=refit,
+                           seed=random_state, tile_ram_gb=tile_ram_gb, stack=stack, **fit)
         reg = model.registry or data.Registry("histospace", genes=model.genes, normalisation=dict(NORMALISATION))
         tile, px = reg.tile_spec, int(model.params["tile_px"])
         # predict every target spot, one batch of tiles at a time
@@ -330,7 +343,7 @@ def histospace(
               "tta": bool(tta), "random_state": int(random_state), "tile_side_px": data.tile_side(spots, tile),
               "encoder_checksum": model.info.get("encoder_checksum", "")}
     history = dict(model.info.get("history", {}))
-    if "selection" in model.info:  # the run that chose the epochs (or penalty), beside the refit's
+    if model.info.get("selection", {}).get("history"):  # the run that chose the epochs, beside the refit's
         history["selection"] = model.info["selection"]["history"]
     result = {"params": params, "history": history,
               "inputs": {"table_key": spots.table_key if spots.table_in_data else None, "shapes_key": spots.shapes_key,
