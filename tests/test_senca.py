@@ -352,8 +352,8 @@ def test_model_reuse_refusals_leave_object_unchanged(trained, enc):
 
 def test_model_untrained_or_foreign_refused():
     sdata = sf.datasets.toy(n_spots=100, image=False)
-    with pytest.raises(sf.InputError, match="trained by sf.tl.senca"):
+    with pytest.raises(sf.InputError, match=r"trained by sf\.tl\.senca"):
         sf.tl.senca(sdata, image=False, model=sf.models.SENCA(150, None, hidden=16, latent=8, device="cpu"))
-    with pytest.raises(sf.InputError, match="must be an sf.models.SENCA"):
+    with pytest.raises(sf.InputError, match=r"must be an sf\.models\.SENCA"):
         sf.tl.senca(sdata, image=False, model="senca_model/")
     assert "senca" not in sdata.tables["table"].obs
