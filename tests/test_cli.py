@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import spatialdata as sd
 
@@ -132,16 +133,28 @@ def test_option_a_tool_does_not_take_is_refused(toy_zarr, tmp_path, capsys):
     assert "stmic does not take --save-model" in capsys.readouterr().err
 
 
-def test_senca_model_refused_and_save_model(toy_zarr, tmp_path, capsys):
-    assert main(["run", "senca", str(toy_zarr), "--model", str(tmp_path / "m")]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "--model is not supported" in err
+def test_senca_save_model_then_model(toy_zarr, tmp_path, capsys):
     assert main(["run", "senca", str(toy_zarr), "--no-image", "--steps", "1", "--n-clusters", "3",
                  "--n-top-genes", "40", "--save-model", str(tmp_path / "m")]) == 0
     assert "model saved to" in capsys.readouterr().out
     model = sf.models.SENCA.load(tmp_path / "m")
     assert len(model.genes) == 40
-    assert sd.read_zarr(toy_zarr).tables["table"].obs["senca"].nunique() == 3
+    trained = sd.read_zarr(toy_zarr).tables["table"]
+    assert trained.obs["senca"].nunique() == 3
+    # apply the saved model: to the training section (its embedding again) and to a new one (no training)
+    assert main(["run", "senca", str(toy_zarr), "--model", str(tmp_path / "m"), "--n-clusters", "3",
+                 "--key-added", "again"]) == 0
+    assert "new obs columns: ['again']" in capsys.readouterr().out
+    t = sd.read_zarr(toy_zarr).tables["table"]
+    assert np.array_equal(t.obsm["X_again"], t.obsm["X_senca"]) and t.uns["again"]["params"]["trained_here"] is False
+    new = tmp_path / "new.zarr"
+    sf.datasets.toy(n_spots=200, seed=1).write(new)
+    assert main(["run", "senca", str(new), "--model", str(tmp_path / "m"), "--n-clusters", "3"]) == 0
+    t = sd.read_zarr(new).tables["table"]
+    assert t.obs["senca"].nunique() == 3 and t.obsm["X_senca"].shape == (200, model.params["latent"])
+    assert main(["run", "senca", str(new), "--model", str(tmp_path / "m"), "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "only apply to training" in err
 
 
 @pytest.mark.parametrize("after_staging_write", [False, True])

@@ -69,3 +69,21 @@ def test_prepare_section_and_pcs():
     assert pcs.Z.shape == (80, 5) and list(pcs.variance_ratio) == ["expression"] and pcs.features is None
     with pytest.raises(sf.InputError, match="n_pcs=500"):
         prepare_pcs(spots, n_pcs=500, modality="expression")
+
+
+def test_prepare_section_with_genes_repeats_the_training_preparation():
+    sdata = sf.datasets.toy(n_spots=100, image=False)
+    t = sdata.tables["table"]
+    t.X = t.X.copy()
+    t.X[:, 5] = 0  # a gene below min_counts: dropped before the library size of the HVG run
+    t.X[0, 5] = 1
+    spots = get_spots(sdata)
+    first = prepare_section(spots, n_neighs=4, image=False, n_top_genes=40)
+    assert "G005" not in first.genes
+    again = prepare_section(spots, n_neighs=4, image=False, genes=first.genes[::-1])
+    assert again.genes == first.genes[::-1] and np.array_equal(again.X, first.X[:, ::-1])
+    # a model gene below min_counts on a new section is kept (and counts towards the library size)
+    low = prepare_section(spots, n_neighs=4, image=False, genes=["G005", *first.genes[:3]])
+    assert low.genes[0] == "G005" and low.X.shape == (100, 4) and low.X[0, 0] > 0
+    with pytest.raises(sf.GeneMismatchError, match="absent"):
+        prepare_section(spots, n_neighs=4, image=False, genes=["nope"])

@@ -288,3 +288,72 @@ def test_her2st_c2_fused_and_gene_only(her2st_dir):
     # regions follow the tissue: clearly related to the authors' clusters
     assert sf.metrics.ari(t.obs["cluster"], t.obs["senca"]) > 0.05
     assert sf.metrics.ari(t.obs["cluster"], t.obs["gene"]) > 0.05
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["gene-only", "image"])
+def trained(request, enc, tmp_path_factory):
+    """A SENCA trained on one toy section, saved and loaded again; the training section."""
+    image = request.param
+    kw = dict(encoder=enc) if image else dict(image=False)
+    train = sf.datasets.toy(n_spots=200, seed=0)
+    model = sf.tl.senca(train, n_clusters=3, return_model=True, **kw, **TINY)
+    path = model.save(tmp_path_factory.mktemp("senca") / "model")
+    return sf.models.SENCA.load(path, device="cpu"), train, image
+
+
+def test_model_applied_to_new_section(trained, enc):
+    model, train, image = trained
+    kw = dict(encoder=enc) if image else {}
+    new = [sf.datasets.toy(n_spots=200, seed=1) for _ in range(2)]
+    for s in new:
+        assert sf.tl.senca(s, n_clusters=3, model=model, **kw) is None
+    t, t2 = (s.tables["table"] for s in new)
+    assert t.obsm["X_senca"].shape == (200, 8) and np.isfinite(t.obsm["X_senca"]).all()
+    assert list(t.obs["senca"].cat.categories) == ["0", "1", "2"]
+    assert np.array_equal(t.obsm["X_senca"], t2.obsm["X_senca"]) and t.obs["senca"].equals(t2.obs["senca"])
+    u, p = t.uns["senca"], t.uns["senca"]["params"]
+    assert p["trained_here"] is False and p["image"] is image and p["steps"] == 5 and p["latent"] == 8
+    assert p["trained_on"] == list(model.registry.references) and u["history"]["steps"][-1] == 5
+    assert list(u["genes"]) == model.genes and u["inputs"]["graph"]["n_neighs"] == 4
+    assert (p["encoder"] == "tiny") if image else "encoder" not in p
+    assert train.tables["table"].uns["senca"]["params"]["trained_here"] is True
+    # the saved model applied to its own training section gives the training run's embedding and regions
+    sf.tl.senca(train, n_clusters=3, model=model, key_added="again", **kw)
+    tt = train.tables["table"]
+    assert np.array_equal(tt.obsm["X_again"], tt.obsm["X_senca"]) and tt.obs["again"].equals(tt.obs["senca"])
+
+
+def test_model_reuse_refusals_leave_object_unchanged(trained, enc):
+    model, _, image = trained
+    kw = dict(encoder=enc) if image else {}
+    sdata = sf.datasets.toy(n_spots=200, seed=1)
+    t = sdata.tables["table"]
+    sdata.tables["table"] = t = t[:, [g for g in t.var_names if g not in ("G003", "G007")]].copy()
+    before = (set(t.obs), set(t.obsm), set(t.uns))
+    bad = [
+        (dict(), sf.GeneMismatchError, r"2 are missing .*'G003', 'G007'.*same gene panel"),
+        (dict(steps=3), sf.InputError, r"\['steps'\] only apply to training"),
+        (dict(hidden=64), sf.InputError, r"\['hidden'\] only apply to training"),
+        (dict(n_neighs=6), sf.InputError, "n_neighs=6 differs from the model's n_neighs=4"),
+        (dict(n_top_genes=40), sf.InputError, "n_top_genes=40 differs"),
+    ]
+    if image:
+        bad.append((dict(image=False), sf.InputError, "image=False differs"))
+    else:
+        bad.append((dict(image_rep="X_x"), sf.InputError, "gene-only"))
+    for args, err, msg in bad:
+        with pytest.raises(err, match=msg):
+            sf.tl.senca(sdata, n_clusters=3, model=model, **{**kw, **args})
+    assert (set(t.obs), set(t.obsm), set(t.uns)) == before
+    full = sf.datasets.toy(n_spots=200, seed=1)
+    sf.tl.senca(full, n_clusters=3, model=model, hidden=16, n_neighs=4, **kw)  # the model's own values are accepted
+    assert full.tables["table"].obs["senca"].nunique() == 3
+
+
+def test_model_untrained_or_foreign_refused():
+    sdata = sf.datasets.toy(n_spots=100, image=False)
+    with pytest.raises(sf.InputError, match=r"trained by sf\.tl\.senca"):
+        sf.tl.senca(sdata, image=False, model=sf.models.SENCA(150, None, hidden=16, latent=8, device="cpu"))
+    with pytest.raises(sf.InputError, match=r"must be an sf\.models\.SENCA"):
+        sf.tl.senca(sdata, image=False, model="senca_model/")
+    assert "senca" not in sdata.tables["table"].obs

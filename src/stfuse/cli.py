@@ -308,9 +308,6 @@ def _unknown(args: argparse.Namespace, extra: list[str]) -> _UsageError:
     tool = _tool(args.tool)
     prog = f"stfuse run {tool.name}"
     flags = [e for e in extra if e.startswith("--")]
-    if "--model" in flags and "return_model" in tool.params and not tool.model_class:
-        return _UsageError(prog, f"--model is not supported: sf.tl.{tool.name} trains a new model on every section "
-                           "and cannot apply a saved one (--save-model keeps the trained model for use from Python)")
     what = f"{tool.name} does not take {', '.join(flags)}" if flags else f"unrecognized arguments: {' '.join(extra)}"
     return _UsageError(prog, f"{what}; its options: {_options_line(tool)}")
 
@@ -483,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
         if "reference" in tool.params:
             t.add_argument("--reference", nargs="+", help="labelled/measured reference .zarr store(s)")
         if tool.model_class:
-            t.add_argument("--model", help=f"directory of a saved {tool.model_class} to apply (instead of training)")
+            t.add_argument("--model", help=f"directory of a saved {tool.model_class} to apply instead of training "
+                           "(e.g. from --save-model); the section is prepared as the model's training data were")
         if "return_model" in tool.params:
             t.add_argument("--save-model", help="save the trained model to this directory")
         _add_tool_options(t, tool)

@@ -9,7 +9,7 @@ Each preparation also says which inputs it used (``inputs``), which the tool rec
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -149,6 +149,7 @@ def prepare_section(
     layer: str | None = None,
     min_counts: int = 10,
     n_top_genes: int | None = 500,
+    genes: Sequence[str] | None = None,
     image: bool = True,
     image_rep: str | None = None,
     encoder: str | Callable | Any = "histospace",
@@ -164,6 +165,11 @@ def prepare_section(
     nearest spots (:func:`spot_graph`); image features are ``obsm[image_rep]``, or those of a square
     patch of ``patch_spacings`` spot spacings around each spot (``image=True``), or none.
 
+    With ``genes`` (a trained model's genes, in its order) no genes are chosen here: the library size
+    is computed over the genes with at least ``min_counts`` counts and over ``genes`` (on the section
+    the genes were chosen on, exactly the genes the library size was computed over there), and the
+    columns are ``genes`` in their order (missing ones raise :class:`~stfuse.GeneMismatchError`).
+
     Examples
     --------
     >>> import stfuse as sf
@@ -174,8 +180,14 @@ def prepare_section(
     ((100, 4), True, 4)
     """
     check_counts(spots.table, layer=layer, name=f"table of section {spots.name!r}")
-    expr = prepare_expression(spots.table, layer=layer, min_counts=int(min_counts), n_top_genes=n_top_genes,
-                              flavor="seurat")
+    if genes is None:
+        expr = prepare_expression(spots.table, layer=layer, min_counts=int(min_counts), n_top_genes=n_top_genes,
+                                  flavor="seurat")
+    else:
+        t = spots.table
+        counts = t.X if layer is None else t.layers[layer]
+        keep = (np.asarray(counts.sum(axis=0)).ravel() >= int(min_counts)) | t.var_names.isin(list(genes))
+        expr = prepare_expression(t[:, keep], genes=list(genes), layer=layer)
     nbr, graph = spot_graph(spots, n_neighs=n_neighs, connectivity_key=connectivity_key)
     F, feats, key = None, None, None
     if image_rep is not None or image:
