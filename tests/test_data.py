@@ -188,3 +188,19 @@ def test_prediction_table_with_measured_layer(toys):
     assert t.obs_names.equals(spots.table.obs_names) and t.uns["p"]["genes"] == ["G001", "G002"]
     np.testing.assert_array_equal(t.layers[sf._keys.MEASURED], pred + 1)
     assert "measured" not in prediction_table(spots, pred, ["G001", "G002"], {}, "p").layers
+
+
+def test_all_training_tiles_keeps_tiles_and_targets_aligned_in_memory_and_on_disk():
+    from stfuse.data import all_training_tiles
+
+    spots = get_spots(sf.datasets.toy(n_spots=60))
+    Y = [np.arange(60, dtype=float)[:, None]]  # each target names its spot
+    with contextlib.ExitStack() as stack:
+        ref = training_tiles([spots], Y, [np.zeros(60, bool)], size=1.0, px=16, stain=None, ram_gb=1.0, stack=stack)
+        tt = training_tiles([spots], Y, [np.arange(60) % 4 == 0], size=1.0, px=16, stain=None, ram_gb=1.0,
+                            stack=stack)
+        for ram_gb in (1.0, 0.0):  # joined in memory / cut again into a file
+            tiles, targets = all_training_tiles([spots], Y, tt, size=1.0, px=16, stain=None, ram_gb=ram_gb,
+                                                stack=stack)
+            assert tiles.shape == (60, 3, 16, 16) and sorted(targets[:, 0]) == list(range(60))
+            np.testing.assert_array_equal(tiles, ref.tiles[targets[:, 0].astype(int)])

@@ -78,16 +78,12 @@ def _extract_tiles(spots: Spots, side: float, rows: np.ndarray, store: np.ndarra
 
 @dataclass
 class TrainingTiles:
-    """Tiles and targets of the training spots and of the validation spots (``None`` without validation).
-
-    ``masks`` are the per-section validation masks the split was made from.
-    """
+    """Tiles and targets of the training spots and of the validation spots (``None`` without validation)."""
 
     tiles: np.ndarray
     Y: np.ndarray
     val_tiles: np.ndarray | None
     val_Y: np.ndarray | None
-    masks: list[np.ndarray] | None = None
 
 
 def training_tiles(sections: Sequence[Spots], targets: Sequence[np.ndarray], masks: Sequence[np.ndarray], *,
@@ -153,17 +149,16 @@ def training_tiles(sections: Sequence[Spots], targets: Sequence[np.ndarray], mas
         o_val += int(m.sum())
         Y_tr.append(Y[~m])
         Y_val.append(Y[m])
-    return TrainingTiles(train_store, np.concatenate(Y_tr), val_store, np.concatenate(Y_val) if n_val else None,
-                         [np.asarray(m, bool) for m in masks])
+    return TrainingTiles(train_store, np.concatenate(Y_tr), val_store, np.concatenate(Y_val) if n_val else None)
 
 
-def all_training_tiles(sections: Sequence[Spots], split: TrainingTiles, *,
+def all_training_tiles(sections: Sequence[Spots], targets: Sequence[np.ndarray], split: TrainingTiles, *,
                        size: float, px: int, stain: str | None, ram_gb: float,
-                       stack: contextlib.ExitStack) -> np.ndarray:
-    """The training tiles followed by the validation tiles of ``split`` in one store (for a refit on every spot).
+                       stack: contextlib.ExitStack) -> tuple[np.ndarray, np.ndarray]:
+    """Every tile of ``split`` (training and validation) in one store, and its targets: for a refit on every spot.
 
-    Joined in memory when both fit in ``ram_gb``; otherwise cut again into one (memory-mapped) store.
-    The rows follow ``np.concatenate([split.Y, split.val_Y])``.
+    Joined in memory when both fit in ``ram_gb``; otherwise cut again, without a validation split,
+    into one (memory-mapped) store.
 
     Examples
     --------
@@ -173,29 +168,23 @@ def all_training_tiles(sections: Sequence[Spots], split: TrainingTiles, *,
     >>> from stfuse._spots import get_spots
     >>> from stfuse.data import all_training_tiles, training_tiles
     >>> spots = get_spots(sf.datasets.toy(n_spots=60))
+    >>> Y = [np.ones((60, 2))]
     >>> with contextlib.ExitStack() as stack:
-    ...     tt = training_tiles([spots], [np.ones((60, 2))], [np.arange(60) % 5 == 0], size=1.0, px=16, stain=None,
-    ...                         ram_gb=1.0, stack=stack)
-    ...     all_training_tiles([spots], tt, size=1.0, px=16, stain=None, ram_gb=1.0, stack=stack).shape
-    (60, 3, 16, 16)
+    ...     tt = training_tiles([spots], Y, [np.arange(60) % 5 == 0], size=1.0, px=16, stain=None, ram_gb=1.0,
+    ...                         stack=stack)
+    ...     tiles, targets = all_training_tiles([spots], Y, tt, size=1.0, px=16, stain=None, ram_gb=1.0, stack=stack)
+    ...     tiles.shape, targets.shape
+    ((60, 3, 16, 16), (60, 2))
     """
     if split.val_tiles is None:
-        return split.tiles
+        return split.tiles, split.Y
     n = len(split.tiles) + len(split.val_tiles)
     if n * 3 * px * px <= ram_gb * 2**30:
-        return np.concatenate([np.asarray(split.tiles), np.asarray(split.val_tiles)])
-    # re-cut: the training rows first, then the validation rows, as in the split
-    store = TileStore(n, px, ram_gb, stack, "all").array
-    o_tr, o_val = 0, len(split.tiles)
-    for i, (s, m) in enumerate(zip(sections, split.masks)):
-        side = patch_side_px(s, size=size)
-        rows = np.full(s.n_obs, -1, np.int64)
-        rows[~m] = o_tr + np.arange(int((~m).sum()))
-        rows[m] = o_val + np.arange(int(m.sum()))
-        _extract_tiles(s, side, rows, store, _stain_for(s, side, px, stain), f"tiles of reference {i}")
-        o_tr += int((~m).sum())
-        o_val += int(m.sum())
-    return store
+        return (np.concatenate([np.asarray(split.tiles), np.asarray(split.val_tiles)]),
+                np.concatenate([split.Y, split.val_Y]))
+    full = training_tiles(sections, targets, [np.zeros(s.n_obs, bool) for s in sections], size=size, px=px,
+                          stain=stain, ram_gb=ram_gb, stack=stack)
+    return full.tiles, full.Y
 
 
 def tile_batches(spots: Spots, tile: dict[str, Any], px: int, *, batch_size: int = 128,

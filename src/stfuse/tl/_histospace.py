@@ -112,8 +112,7 @@ def _train(make: Callable[[], HistoSPACE], refs: list[Spots], *, validation: str
     if refit and tt.val_Y is not None:
         first, (choice, chose) = model.info, _choice(model)
         model = make()
-        model.fit(data.all_training_tiles(refs, tt, **cut), np.concatenate([tt.Y, tt.val_Y]),
-                  **fit | {"patience": None} | choice)
+        model.fit(*data.all_training_tiles(refs, Ys, tt, **cut), **fit | {"patience": None} | choice)
         model.info["selection"] = {"history": first.get("history", {}), **first.get("train", {})}
         held_out = f"{held_out} chose {chose}, then refit on every reference"
     model.info["validation"] = held_out
