@@ -17,11 +17,15 @@ import numpy as np
 
 from .._errors import InputError
 from .._spots import Spots
-from ..gr import knn, neighbours_from_graph
+from ..gr import neighbours_from_graph
 from ..im import ImageFeatures, image_features
 from ..pp import check_counts, prepare_expression
+from ._neighbours import neighbour_index
 
-__all__ = ["PCBlocks", "SingleSection", "image_block", "pca", "prepare_pcs", "prepare_section", "spot_graph", "standardise"]
+__all__ = [
+    "PCBlocks", "SingleSection", "graph_rule", "image_block", "pca", "prepare_pcs", "prepare_section", "spot_graph",
+    "standardise",
+]
 
 
 def _graph_input(n_neighs: int, on: str) -> dict[str, Any]:
@@ -33,7 +37,11 @@ def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = No
     """The spot graph as a neighbour array: ``obsp[connectivity_key]`` when the table has it, else a kNN graph.
 
     Returns the ``(n_obs, k)`` neighbour array (``-1`` padded) and how it was made (recorded in
-    ``uns[key]["inputs"]["graph"]``).
+    ``uns[key]["inputs"]["graph"]``). An ``obsp`` graph gives every spot all the spots it links to, in
+    increasing order, padded with ``-1`` to the largest degree (:func:`stfuse.gr.neighbours_from_graph`;
+    ``k`` is that degree, ``n_neighs`` is not used); a graph of another shape than ``(n_obs, n_obs)``
+    or without edges raises :class:`~stfuse.InputError`. The kNN graph links every spot to its
+    ``n_neighs`` nearest spots (:func:`neighbour_index`, ``-1`` where the section has fewer).
 
     Examples
     --------
@@ -60,8 +68,34 @@ def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = No
             raise InputError(f"obsp[{connectivity_key!r}] has no edges; rebuild it or pass connectivity_key=None "
                              "to use a k-nearest-neighbour graph.")
         return nbr, {"kind": "obsp", "key": connectivity_key, "max_degree": int(nbr.shape[1])}
-    nbr, _ = knn(spots.centers, int(n_neighs))
-    return nbr, _graph_input(n_neighs, "spot centres")
+    return neighbour_index(spots.centers, int(n_neighs)), _graph_input(n_neighs, "spot centres")
+
+
+def graph_rule(sections: Sequence[Spots], *, n_neighs: int, connectivity_key: str | None) -> dict[str, Any]:
+    """The neighbourhood rule of a model trained on ``sections`` (saved as :attr:`Registry.graph`).
+
+    ``{"method": "obsp", "connectivity_key": ..., "n_neighs": ...}`` when ``connectivity_key`` is set
+    and the table of at least one of ``sections`` has that ``obsp`` graph: every section the model sees
+    then uses its own ``obsp[connectivity_key]``, or the kNN graph of ``n_neighs`` where it has none.
+    Otherwise ``{"method": "knn", "n_neighs": ...}``: every section, also later ones that have an
+    ``obsp`` graph, uses the kNN graph (a model trained on kNN graphs keeps them). Re-applied by
+    :meth:`Registry.neighbours`.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import graph_rule
+    >>> sdata = sf.datasets.toy(n_spots=100, image=False)
+    >>> graph_rule([get_spots(sdata)], n_neighs=6, connectivity_key="spatial_connectivities")
+    {'method': 'knn', 'n_neighs': 6}
+    >>> sf.gr.spatial_graph(sdata, n_neighs=6, coord_type="generic")
+    >>> graph_rule([get_spots(sdata)], n_neighs=6, connectivity_key="spatial_connectivities")["method"]
+    'obsp'
+    """
+    if connectivity_key is not None and any(connectivity_key in s.table.obsp for s in sections):
+        return {"method": "obsp", "connectivity_key": str(connectivity_key), "n_neighs": int(n_neighs)}
+    return {"method": "knn", "n_neighs": int(n_neighs)}
 
 
 class _Prepared:
