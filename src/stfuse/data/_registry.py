@@ -114,13 +114,14 @@ class Registry:
         """Neighbour array of a section by the rule of :attr:`graph`, and how it was made (for ``uns``).
 
         ``spots``: the section's Spots view. ``n_neighs``: the kNN width when :attr:`graph` is ``None``
-        (models saved before the registry recorded a graph). See :func:`stfuse.data.spot_graph`.
+        (models saved before the registry recorded a graph). An ``obsp`` graph's neighbours come nearest
+        first (:func:`stfuse.data.spot_graph` with ``by_distance=True``).
         """
         from ._single import spot_graph
 
         rule = self.graph or {"method": "knn", "n_neighs": int(n_neighs)}
         key = rule.get("connectivity_key") if rule.get("method") == "obsp" else None
-        return spot_graph(spots, n_neighs=int(rule.get("n_neighs", n_neighs)), connectivity_key=key)
+        return spot_graph(spots, n_neighs=int(rule.get("n_neighs", n_neighs)), connectivity_key=key, by_distance=True)
 
     def require_encoder(self, provenance: Mapping[str, Any], asked: Any) -> None:
         """Raise :class:`~stfuse.InputError` when image features come from another encoder than the model's."""

@@ -33,13 +33,15 @@ def _graph_input(n_neighs: int, on: str) -> dict[str, Any]:
     return {"kind": "knn", "n_neighs": int(n_neighs), "on": on}
 
 
-def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = None,
+               by_distance: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """The spot graph as a neighbour array: ``obsp[connectivity_key]`` when the table has it, else a kNN graph.
 
     Returns the ``(n_obs, k)`` neighbour array (``-1`` padded) and how it was made (recorded in
     ``uns[key]["inputs"]["graph"]``). An ``obsp`` graph gives every spot all the spots it links to, in
-    increasing order, padded with ``-1`` to the largest degree (:func:`stfuse.gr.neighbours_from_graph`;
-    ``k`` is that degree, ``n_neighs`` is not used); a graph of another shape than ``(n_obs, n_obs)``
+    increasing order (``by_distance=True``: nearest first, ties by index, the order of the kNN graph, so
+    an ``obsp`` graph holding the kNN graph gives the same array), padded with ``-1`` to the largest
+    degree (:func:`stfuse.gr.neighbours_from_graph`; ``k`` is that degree, ``n_neighs`` is not used); a graph of another shape than ``(n_obs, n_obs)``
     or without edges raises :class:`~stfuse.InputError`. The kNN graph links every spot to its
     ``n_neighs`` nearest spots (:func:`neighbour_index`, ``-1`` where the section has fewer).
 
@@ -67,8 +69,22 @@ def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = No
         if (nbr < 0).all():
             raise InputError(f"obsp[{connectivity_key!r}] has no edges; rebuild it or pass connectivity_key=None "
                              "to use a k-nearest-neighbour graph.")
-        return nbr, {"kind": "obsp", "key": connectivity_key, "max_degree": int(nbr.shape[1])}
+        how = {"kind": "obsp", "key": connectivity_key, "max_degree": int(nbr.shape[1])}
+        if by_distance:
+            nbr, how["order"] = _nearest_first(nbr, spots.centers), "distance"
+        return nbr, how
     return neighbour_index(spots.centers, int(n_neighs)), _graph_input(n_neighs, "spot centres")
+
+
+def _nearest_first(nbr: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Each row of ``nbr`` sorted by squared distance to its spot, ties by index, ``-1`` last (as :func:`stfuse.gr.knn`)."""
+    xy = np.asarray(centers, dtype=np.float64)
+    ok = nbr >= 0
+    j = np.where(ok, nbr, 0)
+    dx, dy = xy[j, 0] - xy[:, None, 0], xy[j, 1] - xy[:, None, 1]
+    d = np.where(ok, dx * dx + dy * dy, np.inf)
+    order = np.lexsort((np.where(ok, nbr, np.iinfo(np.int64).max), d), axis=-1)
+    return np.take_along_axis(nbr, order, axis=1)
 
 
 def graph_rule(sections: Sequence[Spots], *, n_neighs: int, connectivity_key: str | None) -> dict[str, Any]:
