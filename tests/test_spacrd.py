@@ -336,3 +336,78 @@ def test_spacrd_early_stopping_watches_a_whole_reference_section(sections):
     X, _, nb, y = _arrays()
     with pytest.raises(sf.InputError, match="monitor must be"):
         SpaCRD(n_genes=12, n_image=0, use_image=False, device="cpu", **TINY).fit(X, None, nb, y, monitor="auc")
+
+
+# --- the user's spot graph (obsp) ----------------------------------------------------------------
+def _knn_graph(sd, k=6):
+    """The directed kNN graph that spacrd builds, as a squidpy-style obsp matrix."""
+    from scipy import sparse
+
+    from stfuse._spots import get_spots
+
+    nb = sf.data.neighbour_index(get_spots(sd).centers, k)
+    rows = np.repeat(np.arange(len(nb)), nb.shape[1])
+    return sparse.csr_matrix((np.ones(nb.size, np.float32), (rows, nb.ravel())), shape=(len(nb),) * 2)
+
+
+def test_spacrd_reads_the_obsp_graph_of_each_section():
+    ref, tgt = sf.datasets.toy(n_spots=300, seed=0), sf.datasets.toy(n_spots=300, seed=1)
+    base, knn_model = sf.tl.spacrd(tgt, ref, use_image=False, copy=True, return_model=True, **FAST)
+    g = _table(base).uns["spacrd"]["inputs"]["graph"]
+    assert g["rule"] == {"method": "knn", "n_neighs": 6} == knn_model.registry.graph
+    assert g["target"]["kind"] == g["references"]["toy"]["kind"] == "knn"
+    s_knn = _table(base).obs["spacrd_score"].to_numpy()
+    # the same kNN graph given in obsp: read from there, same neighbours in the same order, same scores
+    for sd in (ref, tgt):
+        _table(sd).obsp["spatial_connectivities"] = _knn_graph(sd)
+    same, model = sf.tl.spacrd(tgt, ref, use_image=False, copy=True, return_model=True, **FAST)
+    g = _table(same).uns["spacrd"]["inputs"]["graph"]
+    assert g["rule"] == {"method": "obsp", "connectivity_key": "spatial_connectivities", "n_neighs": 6}
+    assert g["target"] == g["references"]["toy"] == {"kind": "obsp", "key": "spatial_connectivities",
+                                                        "max_degree": 6, "order": "distance"}
+    np.testing.assert_array_equal(_table(same).obs["spacrd_score"].to_numpy(), s_knn)
+    # another graph (squidpy's symmetric 10-NN graph of sf.gr.spatial_graph): other scores
+    for sd in (ref, tgt):
+        sf.gr.spatial_graph(sd, n_neighs=10, coord_type="generic")
+    other = sf.tl.spacrd(tgt, ref, use_image=False, copy=True, **FAST)
+    g = _table(other).uns["spacrd"]["inputs"]["graph"]
+    assert g["target"]["kind"] == "obsp" and g["target"]["max_degree"] >= 10
+    assert not np.array_equal(_table(other).obs["spacrd_score"].to_numpy(), s_knn)
+    # connectivity_key=None: kNN everywhere, the default scores
+    none = sf.tl.spacrd(tgt, ref, use_image=False, copy=True, connectivity_key=None, **FAST)
+    assert _table(none).uns["spacrd"]["inputs"]["graph"]["target"]["kind"] == "knn"
+    np.testing.assert_array_equal(_table(none).obs["spacrd_score"].to_numpy(), s_knn)
+    # saved models re-apply their rule: kNN-trained keeps kNN on a section with a graph, obsp-trained reads it
+    kept = sf.tl.spacrd(tgt, model=knn_model, copy=True, device="cpu")
+    assert _table(kept).uns["spacrd"]["inputs"]["graph"]["target"]["kind"] == "knn"
+    np.testing.assert_array_equal(_table(kept).obs["spacrd_score"].to_numpy(), s_knn)
+    read = sf.tl.spacrd(tgt, model=model, copy=True, device="cpu")
+    assert _table(read).uns["spacrd"]["inputs"]["graph"]["target"]["kind"] == "obsp"
+    plain = sf.tl.spacrd(sf.datasets.toy(n_spots=200, seed=3), model=model, copy=True, device="cpu")
+    assert _table(plain).uns["spacrd"]["inputs"]["graph"]["target"]["kind"] == "knn"  # no graph there: kNN
+
+
+def test_spacrd_refuses_a_bad_obsp_graph_and_leaves_the_objects_unchanged():
+    from scipy import sparse
+
+    ref, tgt = sf.datasets.toy(n_spots=200, seed=0), sf.datasets.toy(n_spots=200, seed=1)
+    t = _table(tgt)
+    t.obsp["spatial_connectivities"] = sparse.csr_matrix((t.n_obs, t.n_obs))  # no edges
+    with pytest.raises(sf.InputError, match="has no edges"):
+        sf.tl.spacrd(tgt, ref, use_image=False, **FAST)
+    # another table's graph: AnnData refuses it in obsp; the graph reader (spacrd's and senca's) refuses it too
+    from types import SimpleNamespace
+
+    alien = SimpleNamespace(table=SimpleNamespace(obsp={"g": sparse.eye(t.n_obs + 1, format="csr")}), n_obs=t.n_obs)
+    reg = sf.data.Registry("spacrd", graph={"method": "obsp", "connectivity_key": "g", "n_neighs": 6})
+    with pytest.raises(sf.InputError, match=r"has shape \(201, 201\), expected \(200, 200\)"):
+        reg.neighbours(alien, n_neighs=6)
+    del t.obsp["spatial_connectivities"]
+    r = _table(ref)
+    r.obsp["spatial_connectivities"] = sparse.csr_matrix((r.n_obs, r.n_obs))  # a reference's graph is checked too
+    with pytest.raises(sf.InputError, match="has no edges"):
+        sf.tl.spacrd(tgt, ref, use_image=False, **FAST)
+    for sd in (ref, tgt):
+        assert "spacrd" not in _table(sd).uns and "spacrd" not in _table(sd).obs and "spacrd_score" not in _table(sd).obs
+    with pytest.raises(sf.InputError, match="connectivity_key"):
+        sf.tl.spacrd(tgt, ref, use_image=False, connectivity_key=3, **FAST)

@@ -14,6 +14,7 @@ from ._sections import Section, as_list, binary_labels, reference_sections, sect
 from ._single import (
     PCBlocks,
     SingleSection,
+    graph_rule,
     image_block,
     pca,
     prepare_pcs,
@@ -43,6 +44,7 @@ __all__ = [
     "as_list",
     "binary_labels",
     "block_split",
+    "graph_rule",
     "image_block",
     "measured_expression",
     "neighbour_index",

@@ -33,7 +33,8 @@ def neighbour_index(centers: np.ndarray, k: int) -> np.ndarray:
 def stack_neighbours(neighbours: Sequence[np.ndarray]) -> np.ndarray:
     """Neighbour arrays of several sections stacked in order, indices shifted into the stacked rows.
 
-    Neighbours stay within their own section; ``-1`` (none) stays ``-1``.
+    Neighbours stay within their own section; ``-1`` (none) stays ``-1``. Arrays of different widths
+    (e.g. one section's ``obsp`` graph, another's kNN) are ``-1`` padded to the widest.
 
     Examples
     --------
@@ -41,6 +42,10 @@ def stack_neighbours(neighbours: Sequence[np.ndarray]) -> np.ndarray:
     >>> from stfuse.data import stack_neighbours
     >>> stack_neighbours([np.array([[1], [0]]), np.array([[1], [-1]])]).ravel().tolist()
     [1, 0, 3, -1]
+    >>> stack_neighbours([np.array([[1], [0]]), np.array([[1, -1], [0, -1]])]).tolist()
+    [[1, -1], [0, -1], [3, -1], [2, -1]]
     """
     offsets = np.cumsum([0] + [len(n) for n in neighbours])
-    return np.vstack([np.where(n >= 0, n + o, -1) for n, o in zip(neighbours, offsets[:-1])])
+    width = max((n.shape[1] for n in neighbours), default=0)
+    return np.vstack([np.pad(np.where(n >= 0, n + o, -1), ((0, 0), (0, width - n.shape[1])), constant_values=-1)
+                      for n, o in zip(neighbours, offsets[:-1])])

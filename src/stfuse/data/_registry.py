@@ -47,7 +47,9 @@ class Registry:
         known), ``out_px`` and ``stain`` (``None``, ``"macenko"``, ``"reinhard"``); ``None`` for
         models that see no tiles.
     graph
-        Neighbourhood of each spot: ``{"method": "knn", "n_neighs": k}``, or ``None``.
+        Neighbourhood of each spot: ``{"method": "knn", "n_neighs": k}`` (the ``k`` nearest spots), or
+        ``{"method": "obsp", "connectivity_key": key, "n_neighs": k}`` (the section's ``obsp[key]``
+        graph, the ``k`` nearest spots where it has none; see :func:`stfuse.data.graph_rule`), or ``None``.
     labels
         Label source of a supervised model: ``{"label_key": ..., "positive": ...}``, or ``None``.
     references
@@ -107,6 +109,19 @@ class Registry:
         n = self.normalisation
         return prepare_expression(table, genes=self.genes, layer=layer, target_sum=n.get("target_sum", 1e4),
                                   log1p=bool(n.get("log1p", True)), scale=n.get("scale", False)).X
+
+    def neighbours(self, spots: Any, *, n_neighs: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """Neighbour array of a section by the rule of :attr:`graph`, and how it was made (for ``uns``).
+
+        ``spots``: the section's Spots view. ``n_neighs``: the kNN width when :attr:`graph` is ``None``
+        (models saved before the registry recorded a graph). An ``obsp`` graph's neighbours come nearest
+        first (:func:`stfuse.data.spot_graph` with ``by_distance=True``).
+        """
+        from ._single import spot_graph
+
+        rule = self.graph or {"method": "knn", "n_neighs": int(n_neighs)}
+        key = rule.get("connectivity_key") if rule.get("method") == "obsp" else None
+        return spot_graph(spots, n_neighs=int(rule.get("n_neighs", n_neighs)), connectivity_key=key, by_distance=True)
 
     def require_encoder(self, provenance: Mapping[str, Any], asked: Any) -> None:
         """Raise :class:`~stfuse.InputError` when image features come from another encoder than the model's."""

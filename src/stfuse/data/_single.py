@@ -17,11 +17,15 @@ import numpy as np
 
 from .._errors import InputError
 from .._spots import Spots
-from ..gr import knn, neighbours_from_graph
+from ..gr import neighbours_from_graph
 from ..im import ImageFeatures, image_features
 from ..pp import check_counts, prepare_expression
+from ._neighbours import neighbour_index
 
-__all__ = ["PCBlocks", "SingleSection", "image_block", "pca", "prepare_pcs", "prepare_section", "spot_graph", "standardise"]
+__all__ = [
+    "PCBlocks", "SingleSection", "graph_rule", "image_block", "pca", "prepare_pcs", "prepare_section", "spot_graph",
+    "standardise",
+]
 
 
 def _graph_input(n_neighs: int, on: str) -> dict[str, Any]:
@@ -29,11 +33,17 @@ def _graph_input(n_neighs: int, on: str) -> dict[str, Any]:
     return {"kind": "knn", "n_neighs": int(n_neighs), "on": on}
 
 
-def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = None,
+               by_distance: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """The spot graph as a neighbour array: ``obsp[connectivity_key]`` when the table has it, else a kNN graph.
 
     Returns the ``(n_obs, k)`` neighbour array (``-1`` padded) and how it was made (recorded in
-    ``uns[key]["inputs"]["graph"]``).
+    ``uns[key]["inputs"]["graph"]``). An ``obsp`` graph gives every spot all the spots it links to, in
+    increasing order (``by_distance=True``: nearest first, ties by index, the order of the kNN graph, so
+    an ``obsp`` graph holding the kNN graph gives the same array), padded with ``-1`` to the largest
+    degree (:func:`stfuse.gr.neighbours_from_graph`; ``k`` is that degree, ``n_neighs`` is not used); a graph of another shape than ``(n_obs, n_obs)``
+    or without edges raises :class:`~stfuse.InputError`. The kNN graph links every spot to its
+    ``n_neighs`` nearest spots (:func:`neighbour_index`, ``-1`` where the section has fewer).
 
     Examples
     --------
@@ -59,9 +69,49 @@ def spot_graph(spots: Spots, *, n_neighs: int, connectivity_key: str | None = No
         if (nbr < 0).all():
             raise InputError(f"obsp[{connectivity_key!r}] has no edges; rebuild it or pass connectivity_key=None "
                              "to use a k-nearest-neighbour graph.")
-        return nbr, {"kind": "obsp", "key": connectivity_key, "max_degree": int(nbr.shape[1])}
-    nbr, _ = knn(spots.centers, int(n_neighs))
-    return nbr, _graph_input(n_neighs, "spot centres")
+        how = {"kind": "obsp", "key": connectivity_key, "max_degree": int(nbr.shape[1])}
+        if by_distance:
+            nbr, how["order"] = _nearest_first(nbr, spots.centers), "distance"
+        return nbr, how
+    return neighbour_index(spots.centers, int(n_neighs)), _graph_input(n_neighs, "spot centres")
+
+
+def _nearest_first(nbr: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Each row of ``nbr`` sorted by squared distance to its spot, ties by index, ``-1`` last (as :func:`stfuse.gr.knn`)."""
+    xy = np.asarray(centers, dtype=np.float64)
+    ok = nbr >= 0
+    j = np.where(ok, nbr, 0)
+    dx, dy = xy[j, 0] - xy[:, None, 0], xy[j, 1] - xy[:, None, 1]
+    d = np.where(ok, dx * dx + dy * dy, np.inf)
+    order = np.lexsort((np.where(ok, nbr, np.iinfo(np.int64).max), d), axis=-1)
+    return np.take_along_axis(nbr, order, axis=1)
+
+
+def graph_rule(sections: Sequence[Spots], *, n_neighs: int, connectivity_key: str | None) -> dict[str, Any]:
+    """The neighbourhood rule of a model trained on ``sections`` (saved as :attr:`Registry.graph`).
+
+    ``{"method": "obsp", "connectivity_key": ..., "n_neighs": ...}`` when ``connectivity_key`` is set
+    and the table of at least one of ``sections`` has that ``obsp`` graph: every section the model sees
+    then uses its own ``obsp[connectivity_key]``, or the kNN graph of ``n_neighs`` where it has none.
+    Otherwise ``{"method": "knn", "n_neighs": ...}``: every section, also later ones that have an
+    ``obsp`` graph, uses the kNN graph (a model trained on kNN graphs keeps them). Re-applied by
+    :meth:`Registry.neighbours`.
+
+    Examples
+    --------
+    >>> import stfuse as sf
+    >>> from stfuse._spots import get_spots
+    >>> from stfuse.data import graph_rule
+    >>> sdata = sf.datasets.toy(n_spots=100, image=False)
+    >>> graph_rule([get_spots(sdata)], n_neighs=6, connectivity_key="spatial_connectivities")
+    {'method': 'knn', 'n_neighs': 6}
+    >>> sf.gr.spatial_graph(sdata, n_neighs=6, coord_type="generic")
+    >>> graph_rule([get_spots(sdata)], n_neighs=6, connectivity_key="spatial_connectivities")["method"]
+    'obsp'
+    """
+    if connectivity_key is not None and any(connectivity_key in s.table.obsp for s in sections):
+        return {"method": "obsp", "connectivity_key": str(connectivity_key), "n_neighs": int(n_neighs)}
+    return {"method": "knn", "n_neighs": int(n_neighs)}
 
 
 class _Prepared:

@@ -46,6 +46,8 @@ def _check_args(refs: list[Any], model: SpaCRD | None, label_key: str, **values:
         values["use_image"], values["use_genes"] = model.uses_image, model.uses_genes
     if not values["use_image"] and not values["use_genes"]:
         raise InputError("use_image=False and use_genes=False leave SpaCRD with no input; keep at least one.")
+    if values["connectivity_key"] is not None and not isinstance(values["connectivity_key"], str):
+        raise InputError(f"connectivity_key must be an obsp key or None, got {values['connectivity_key']!r}.")
     for name in ("epochs", "batch_size", "n_neighs", "n_top_genes"):
         value = values[name]
         if not isinstance(value, int | np.integer) or value < 1:
@@ -91,8 +93,13 @@ def _validation(sections: list[data.Section], y: np.ndarray, how: str | None, va
 
 
 def _registry(refs: list[data.Section], spots: Spots, *, use_genes: bool, use_image: bool, n_top_genes: int,
-              layer: str | None, n_neighs: int, label_key: str, positive: Any) -> data.Registry:
-    """The data contract of a new model: genes, normalisation, neighbourhood, labels (image encoder set later)."""
+              layer: str | None, n_neighs: int, connectivity_key: str | None, label_key: str,
+              positive: Any) -> data.Registry:
+    """The data contract of a new model: genes, normalisation, neighbourhood, labels (image encoder set later).
+
+    The graph rule (:func:`stfuse.data.graph_rule`) reads ``obsp[connectivity_key]`` when a reference or
+    the target has it, else it is the kNN graph of ``n_neighs`` for every section, now and later.
+    """
     genes = None
     if use_genes:
         genes = data.shared_variable_genes([r.spots.table for r in refs], spots.table, n_top_genes=n_top_genes,
@@ -100,7 +107,8 @@ def _registry(refs: list[data.Section], spots: Spots, *, use_genes: bool, use_im
                                            target_name=data.section_name(spots, "target"))
     return data.Registry(
         "spacrd", genes=genes, layer=layer, normalisation=dict(NORMALISATION),
-        image_scaling=IMAGE_SCALING if use_image else None, graph={"method": "knn", "n_neighs": int(n_neighs)},
+        image_scaling=IMAGE_SCALING if use_image else None,
+        graph=data.graph_rule([*(r.spots for r in refs), spots], n_neighs=n_neighs, connectivity_key=connectivity_key),
         labels={"label_key": label_key, "positive": list(positive) if isinstance(positive, list | tuple | set)
                 else positive},
         references=[r.name for r in refs],
@@ -108,11 +116,23 @@ def _registry(refs: list[data.Section], spots: Spots, *, use_genes: bool, use_im
 
 
 def _inputs(reg: data.Registry, spots: Spots, feats: Any, k: int,
-            layer: str | None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
-    """Expression, scaled image features and neighbour index of one section, prepared as ``reg`` says."""
+            layer: str | None) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray, dict[str, Any]]:
+    """Expression, scaled image features, neighbour index of one section (prepared as ``reg`` says), graph used."""
     X = reg.expression(spots.table, layer=layer) if reg.genes is not None else None
     image = data.standardise(feats.X).astype(np.float32) if feats is not None else None
-    return X, image, data.neighbour_index(spots.centers, k)
+    return X, image, *reg.neighbours(spots, n_neighs=k)
+
+
+def _by_name(names: list[str], values: list[Any]) -> dict[str, Any]:
+    """``values`` keyed by section name (a repeated name gets `` (2)``, `` (3)``, ... in order)."""
+    out: dict[str, Any] = {}
+    for name, v in zip(names, values):
+        key, i = name, 1
+        while key in out:
+            i += 1
+            key = f"{name} ({i})"
+        out[key] = v
+    return out
 
 
 def _params(model: SpaCRD, reg: data.Registry, feats: Any, *, label_key: str, n_top_genes: int, random_state: int,
@@ -120,6 +140,7 @@ def _params(model: SpaCRD, reg: data.Registry, feats: Any, *, label_key: str, n_
     p = model.params
     return {
         "label_key": (reg.labels or {}).get("label_key", label_key), "n_neighs": int(p["n_neighs"]),
+        "connectivity_key": (reg.graph or {}).get("connectivity_key"),
         "n_top_genes": int(n_top_genes), "use_image": model.uses_image, "use_genes": model.uses_genes,
         "cross_attention": bool(p["cross_attention"]), "vae": bool(p["vae"]), "alignment": bool(p["alignment"]),
         "random_state": int(random_state), "encoder": feats.provenance.get("encoder") if feats is not None else None,
@@ -146,6 +167,7 @@ def spacrd(
     encoder: str | Callable | Any = "histospace",
     weights: str | os.PathLike | None = None,
     n_neighs: int = 6,
+    connectivity_key: str | None = "spatial_connectivities",
     n_top_genes: int = 3000,
     use_image: bool = True,
     use_genes: bool = True,
@@ -222,7 +244,18 @@ def spacrd(
     weights
         Local weights file of the encoder.
     n_neighs
-        Nearest spots attended to by each spot (paper: 6).
+        Nearest spots attended to by each spot (paper: 6), in sections without the graph below.
+    connectivity_key
+        ``obsp`` key of a spot graph (squidpy's ``sq.gr.spatial_neighbors`` or
+        :func:`stfuse.gr.spatial_graph` write ``"spatial_connectivities"``): each section (target and
+        every reference) whose table has it attends over its graph neighbours (all of them; spots have
+        as many as the graph gives, ``-1`` padded, the attention masks the padding); a section without
+        it uses its ``n_neighs`` nearest spots. ``None``: the kNN graph everywhere. The rule is saved
+        with the model: a model trained without any ``obsp`` graph keeps kNN graphs on new sections,
+        one trained with them reads ``obsp[connectivity_key]`` of new sections (both ignore this
+        argument and ``n_neighs`` when given as ``model``). A graph of the wrong shape or without edges
+        raises :class:`~stfuse.InputError`. What each section used is in
+        ``uns[key_added]["inputs"]["graph"]``.
     n_top_genes
         Highly variable genes of the references (paper: 3000).
     use_image, use_genes, cross_attention, vae, alignment
@@ -293,8 +326,8 @@ def spacrd(
     refs = data.as_list(reference)
     use_image, use_genes = _check_args(
         refs, model, label_key, use_image=use_image, use_genes=use_genes, epochs=epochs, batch_size=batch_size,
-        n_neighs=n_neighs, n_top_genes=n_top_genes, pretrain_epochs=pretrain_epochs, schedule=schedule,
-        validation=validation, val_fraction=val_fraction)
+        n_neighs=n_neighs, connectivity_key=connectivity_key, n_top_genes=n_top_genes, pretrain_epochs=pretrain_epochs,
+        schedule=schedule, validation=validation, val_fraction=val_fraction)
 
     # --- resolve every section before computing anything -------------------------------------
     spots = get_spots(target, **selection(locals()), need_image=use_image, image_hint=_IMAGE_HINT)
@@ -314,13 +347,16 @@ def spacrd(
         return image_features(s, encoder, weights=weights, device=device) if use_image else None
 
     reg = (_registry(sections, spots, use_genes=use_genes, use_image=use_image, n_top_genes=n_top_genes, layer=layer,
-                     n_neighs=n_neighs, label_key=label_key, positive=positive) if model is None
+                     n_neighs=n_neighs, connectivity_key=connectivity_key, label_key=label_key, positive=positive)
+           if model is None
            else model.registry or data.Registry("spacrd", genes=model.genes, normalisation=dict(NORMALISATION)))
     feats = features(spots)
     if feats is not None and model is None:
         reg.image_encoder = dict(feats.provenance)
     elif feats is not None:
         reg.require_encoder(feats.provenance, encoder)
+    k = n_neighs if model is None else int(model.params["n_neighs"])
+    X, image, nb_t, graph = _inputs(reg, spots, feats, k, layer)  # the target's graph checked before training
 
     # --- train -----------------------------------------------------------------------------------
     if model is None:
@@ -328,6 +364,7 @@ def spacrd(
         Xg = np.vstack([p[0] for p in parts]) if use_genes else None
         Xi = np.vstack([p[1] for p in parts]) if use_image else None
         nb = data.stack_neighbours([p[2] for p in parts])
+        ref_graphs = _by_name([r.name for r in sections], [p[3] for p in parts])
         del parts
         def fit(n_epochs: int, val: np.ndarray) -> SpaCRD:
             m = SpaCRD(n_genes=len(reg.genes) if use_genes else 0, n_image=Xi.shape[1] if use_image else 0,
@@ -356,8 +393,7 @@ def spacrd(
         del Xg, Xi
 
     # --- score the target, write ----------------------------------------------------------------
-    k = int(model.params["n_neighs"])
-    scores = model.predict(*_inputs(reg, spots, feats, k, layer))
+    scores = model.predict(X, image, nb_t)
     thr = gmm_threshold(scores, random_state=random_state)
     calls = pd.Categorical(np.where(scores >= thr.threshold, CANCER, NORMAL), categories=[NORMAL, CANCER])
     log.info(f"spacrd: {int((scores >= thr.threshold).sum())} of {len(scores)} spots of {tname!r} called cancer "
@@ -368,7 +404,8 @@ def spacrd(
                        reused=refs == []),
         history=model.info.get("history", {}),
         inputs={"table_key": spots.table_key, "layer": layer, "image_features": feats.obsm_key if feats is not None else None,
-                "graph": f"knn, {k} neighbours per section"},
+                "graph": {"rule": reg.graph or {"method": "knn", "n_neighs": k}, "target": graph,
+                          **({"references": ref_graphs} if refs else {})}},
         extra={"threshold": thr.as_dict(), "normalisation": dict(reg.normalisation),
                "references": list(reg.references), "genes": list(model.genes or [])},
         obs={K.score(key_added): scores, key_added: calls},
