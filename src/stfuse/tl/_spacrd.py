@@ -150,6 +150,41 @@ def _params(model: SpaCRD, reg: data.Registry, feats: Any, *, label_key: str, n_
     }
 
 
+def _train(reg: data.Registry, sections: list[data.Section], y: np.ndarray, features: Any, *, layer: str | None,
+           epochs: int, patience: int | None, validation: str | None, refit: bool, model_kw: dict[str, Any],
+           fit_kw: dict[str, Any]) -> tuple[SpaCRD, dict[str, Any]]:
+    """Stack the references, train with early stopping on the held-out rows, then refit on every reference."""
+    parts = [_inputs(reg, r.spots, features(r.spots), model_kw["n_neighs"], layer) for r in sections]
+    use_genes, use_image = model_kw["use_genes"], model_kw["use_image"]
+    Xg = np.vstack([p[0] for p in parts]) if use_genes else None
+    Xi = np.vstack([p[1] for p in parts]) if use_image else None
+    nb = data.stack_neighbours([p[2] for p in parts])
+    ref_graphs = _by_name([r.name for r in sections], [p[3] for p in parts])
+    del parts
+
+    def fit(n_epochs: int, val: np.ndarray) -> SpaCRD:
+        m = SpaCRD(n_genes=len(reg.genes) if use_genes else 0, n_image=Xi.shape[1] if use_image else 0,
+                   genes=reg.genes, **model_kw)
+        m.registry = reg
+        return m.fit(Xg, Xi, nb, y, epochs=int(n_epochs), validation=val, patience=patience if len(val) else None,
+                     **fit_kw)
+
+    log.info(f"spacrd: training on {len(y)} spots of {len(sections)} reference section(s) "
+             f"({int((y == 1).sum())} cancer, {int((y == 0).sum())} normal, {int((y < 0).sum())} unlabelled)")
+    val, held_out = _validation(sections, y, validation, fit_kw["val_fraction"], fit_kw["random_state"])
+    model = fit(epochs, val)
+    best = model.info["history"].get("best_epoch")
+    if refit and held_out.startswith("section") and best:
+        chosen = int(best[0])
+        log.info(f"spacrd: {held_out} chose {chosen} epochs; refitting on every reference for {chosen} epochs")
+        first = model.info["history"]
+        model = fit(chosen, np.empty(0, np.int64))
+        model.info["selection"] = {"history": first, "best_epoch": chosen}
+        held_out = f"{held_out} chose {chosen} epochs, then refit on every reference"
+    model.info["validation"] = held_out
+    return model, ref_graphs
+
+
 @inject_docs
 def spacrd(
     target: Any,
@@ -360,37 +395,14 @@ def spacrd(
 
     # --- train -----------------------------------------------------------------------------------
     if model is None:
-        parts = [_inputs(reg, r.spots, features(r.spots), n_neighs, layer) for r in sections]
-        Xg = np.vstack([p[0] for p in parts]) if use_genes else None
-        Xi = np.vstack([p[1] for p in parts]) if use_image else None
-        nb = data.stack_neighbours([p[2] for p in parts])
-        ref_graphs = _by_name([r.name for r in sections], [p[3] for p in parts])
-        del parts
-        def fit(n_epochs: int, val: np.ndarray) -> SpaCRD:
-            m = SpaCRD(n_genes=len(reg.genes) if use_genes else 0, n_image=Xi.shape[1] if use_image else 0,
-                       genes=reg.genes, n_neighs=n_neighs, use_image=use_image, use_genes=use_genes,
-                       cross_attention=cross_attention, vae=vae, alignment=alignment, device=device,
-                       random_state=random_state, **model_kwargs)
-            m.registry = reg
-            return m.fit(Xg, Xi, nb, y, epochs=int(n_epochs), pretrain_epochs=int(pretrain_epochs), schedule=schedule,
-                         lr=lr, batch_size=int(batch_size), val_fraction=val_fraction, validation=val,
-                         patience=patience if len(val) else None, average_from=average_from,
-                         random_state=random_state)
-
-        log.info(f"spacrd: training on {len(y)} spots of {len(sections)} reference section(s) "
-                 f"({int((y == 1).sum())} cancer, {int((y == 0).sum())} normal, {int((y < 0).sum())} unlabelled)")
-        val, held_out = _validation(sections, y, validation, val_fraction, random_state)
-        model = fit(epochs, val)
-        best = model.info["history"].get("best_epoch")
-        if refit and held_out.startswith("section") and best:
-            chosen = int(best[0])
-            log.info(f"spacrd: {held_out} chose {chosen} epochs; refitting on every reference for {chosen} epochs")
-            first = model.info["history"]
-            model = fit(chosen, np.empty(0, np.int64))
-            model.info["selection"] = {"history": first, "best_epoch": chosen}
-            held_out = f"{held_out} chose {chosen} epochs, then refit on every reference"
-        model.info["validation"] = held_out
-        del Xg, Xi
+        model_kw = {"n_neighs": n_neighs, "use_image": use_image, "use_genes": use_genes,
+                    "cross_attention": cross_attention, "vae": vae, "alignment": alignment, "device": device,
+                    "random_state": random_state, **model_kwargs}
+        fit_kw = {"pretrain_epochs": int(pretrain_epochs), "schedule": schedule, "lr": lr,
+                  "batch_size": int(batch_size), "val_fraction": val_fraction, "average_from": average_from,
+                  "random_state": random_state}
+        model, ref_graphs = _train(reg, sections, y, features, layer=layer, epochs=epochs, patience=patience,
+                                   validation=validation, refit=refit, model_kw=model_kw, fit_kw=fit_kw)
 
     # --- score the target, write ----------------------------------------------------------------
     scores = model.predict(X, image, nb_t)
