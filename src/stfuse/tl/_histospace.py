@@ -258,7 +258,10 @@ def histospace(
         instead of memory.
     cache_gb
         Memory for the frozen encoder's maps of the training tiles (float16, 64 KiB per tile and
-        rotation/flip); above it they are recomputed batch by batch.
+        rotation/flip); above it they are recomputed batch by batch. Maps stay in the process-wide
+        :data:`stfuse.nn.map_cache` (at most ``sf.nn.map_cache.max_gb``, 2 GiB), so another call on
+        the same tiles (another fold, the refit, test-time augmentation) does not encode them again;
+        ``sf.nn.map_cache.clear()`` frees that memory.
     %(random_state)s
     %(device)s
     model
