@@ -138,3 +138,19 @@ def downscaled(sdata: Any, factor: float) -> Any:
         tables[k] = TableModel.parse(t, region=attrs["region"], region_key=attrs["region_key"],
                                      instance_key=attrs["instance_key"]) if attrs else t
     return SpatialData(images={ikey: img}, shapes=shapes, tables=tables)
+
+
+def keyword_options(pairs: list[str]) -> dict[str, Any]:
+    """``["average_from=5", "hidden=(256,)"]`` (a ``--set`` option) -> tool keyword arguments (Python literals)."""
+    import ast
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out

@@ -41,7 +41,7 @@ import pandas as pd
 import stfuse as sf
 from stfuse._spots import get_spots
 
-from ._util import PeakRSS, append_results, downscaled, table
+from ._util import PeakRSS, append_results, downscaled, keyword_options, table
 
 C = ("C2", "C3", "C4", "C5", "C6")
 FOLDS = {**{s: tuple(c for c in C if c != s) for s in C}, "B4": C}
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     sf.settings.verbosity = 1
     genes = panel()
     genes += [g for g in args.extra_genes if g not in genes]
-    options = _options(args.set)
+    options = keyword_options(args.set)
     folds = {t: tuple(args.train) if args.train else FOLDS[t] for t in args.folds}
     sections = {s: sf.datasets.her2st(s) for s in sorted({*args.folds, *(x for f in folds.values() for x in f)})}
     rows, per_gene = [], {}
@@ -185,20 +185,6 @@ def main(argv: list[str] | None = None) -> None:
                     "per_gene": {k: v.to_dict() for k, v in per_gene.items()}}, default=float))
     cmd = "STFUSE_DATA=../shared/data python -m benchmarks.eval_histospace_her2st " + shlex.join(argv or sys.argv[1:])
     _report(rows, args, cmd, args.no_write)
-
-
-def _options(pairs: list[str]) -> dict:
-    """``["lr=1e-3"]`` -> keyword arguments (Python literals)."""
-    import ast
-
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def _pm(values: list[float]) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 import stfuse as sf
 from stfuse.models import gmm_threshold
 
-from ._util import append_results, table
+from ._util import append_results, keyword_options, table
 
 LABELLED = ("B1", "C1", "D1", "E1", "F1", "G2", "H1")
 CLUSTER_KEY = "cancer_cluster"
@@ -145,22 +145,6 @@ def _csv(held: str, undetermined: str, epochs: int | None, validation: str, opti
     tag = "".join(f"_{k}{v}" for k, v in sorted(options.items()))
     return (Path(__file__).parent / "results"
             / f"spacrd_lopo_{held}_{undetermined}_e{epochs or 'default'}_v{validation}{tag}.csv")
-
-
-def _options(pairs: list[str]) -> dict[str, Any]:
-    """``["average_from=5", "hidden=(256,)"]`` -> keyword arguments of ``sf.tl.spacrd`` (Python literals)."""
-    import ast
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undetermined: str, validation: str,
@@ -334,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="lopo/summary: further sf.tl.spacrd keyword arguments (Python literals), e.g. average_from=5")
     a = p.parse_args(argv)
-    options = _options(a.set)
+    options = keyword_options(a.set)
     sf.settings.verbosity = 1
     if a.mode == "lopo":
         lopo(a.seeds, a.sections, a.held or a.sections, a.epochs, a.undetermined, a.validation, a.jobs, options)

@@ -342,7 +342,7 @@ def test_her2st_tiles_cover_the_spots_and_predictions_run(c2):
 def test_model_ridge_head_is_closed_form_ridge_on_pooled_maps(tmp_path):
     from sklearn.linear_model import Ridge
 
-    from stfuse.models._histospace import pooled
+    from stfuse.nn import pooled_maps as pooled
 
     tiles, Y = _tiles(40)
     m = HistoSPACE(list("abcd"), head="ridge", device="cpu", **FAST)

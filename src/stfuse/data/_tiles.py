@@ -68,8 +68,6 @@ def _extract_tiles(spots: Spots, side: float, rows: np.ndarray, store: np.ndarra
                   stain: StainNormalizer | None, desc: str) -> None:
     """Write the tile of spot ``i`` of ``spots`` to ``store[rows[i]]`` (skipping spots with ``rows < 0``)."""
     index = np.flatnonzero(rows >= 0)
-    if not len(index):  # e.g. a section held out whole for validation
-        return
     n_batches = -(-len(index) // 64)
     for batch in log.progress(iter_patches(spots, side, out_px=store.shape[-1], batch_size=64, index=index,
                                            stain=stain), desc=desc, total=n_batches):

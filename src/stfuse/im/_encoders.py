@@ -17,7 +17,7 @@ from torch import nn
 
 from .._errors import InputError, WeightsUnavailableError
 from .._settings import settings
-from ..nn import ResNet50, file_checksum, histospace_autoencoder, load_state_dict, tissue_cnn
+from ..nn import ResNet50, file_checksum, histospace_autoencoder, load_state_dict, pooled_maps, tissue_cnn
 
 __all__ = ["Encoder", "EncoderRegistry", "encoders", "get_encoder"]
 
@@ -155,8 +155,7 @@ class _PooledConvEncoder(nn.Module):
         self.encoder = encoder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.encoder(x).flatten(2)
-        return torch.cat([z.mean(dim=2), z.std(dim=2)], dim=1)
+        return pooled_maps(self.encoder(x))
 
 
 def _histospace(weights: str | os.PathLike | None = None) -> Encoder:

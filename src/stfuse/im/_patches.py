@@ -130,6 +130,8 @@ def iter_patches(
     n_side = max(1, round(side))
     all_centres = spots.centers if centers is None else np.asarray(centers, dtype=np.float64).reshape(-1, 2)
     idx_all = np.arange(len(all_centres)) if index is None else np.asarray(index, dtype=np.int64)
+    if not len(idx_all):  # nothing to cut (e.g. a section held out whole): no batches
+        return
     centres = all_centres[idx_all] * lvl.scale
     # top-left corner in this level's pixels; the patch is n_side x n_side around the centre
     y0 = np.floor(centres[:, 1] - n_side / 2.0 + 0.5).astype(np.int64)

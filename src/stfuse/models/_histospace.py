@@ -24,10 +24,11 @@ from torch import nn
 
 from .. import _logging as log
 from .._errors import InputError
-from ..nn import ConvEncoder, histospace_autoencoder, map_cache, seeded, tile_digests, train
+from ..metrics import pearson_per_gene
+from ..nn import ConvEncoder, histospace_autoencoder, map_cache, pooled_maps, seeded, tile_digests, train
 from ._base import BaseModel
 
-__all__ = ["HistoSPACE", "HistoSPACEModule", "dihedral", "pooled"]
+__all__ = ["HistoSPACE", "HistoSPACEModule", "dihedral"]
 
 TILE_PX = 128
 #: ridge penalties searched by ``head="ridge"`` (on standardised pooled features)
@@ -68,7 +69,7 @@ class HistoSPACEModule(nn.Module):
     tile_px
         Input tile side; the encoder maps a 128 px tile to ``128 × 16 × 16``.
     head
-        ``"conv"`` (the paper's regressor) or ``"ridge"`` (one linear layer on :func:`pooled` maps).
+        ``"conv"`` (the paper's regressor) or ``"ridge"`` (one linear layer on :func:`~stfuse.nn.pooled_maps` of the maps).
     scale_targets
         Keep per-gene ``target_mean``/``target_scale`` buffers: the regressor predicts standard units
         and :meth:`regress` maps them back to the targets' units.
@@ -118,19 +119,13 @@ class HistoSPACEModule(nn.Module):
     def regress(self, z: torch.Tensor) -> torch.Tensor:
         """Expression from encoder maps ``(b, 128, 16, 16)``."""
         if self.head_kind == "ridge":
-            return self.linear(pooled(z))
+            return self.linear(pooled_maps(z))
         out = self.fc(self.head(z))
         return out * self.target_scale + self.target_mean if self.scale_targets else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Expression from tiles ``(b, 3, 128, 128)`` scaled to [0, 1]."""
         return self.regress(self.encoder(x))
-
-
-def pooled(z: torch.Tensor) -> torch.Tensor:
-    """Per-channel mean and standard deviation of encoder maps ``(b, c, h, w)`` → ``(b, 2c)`` (``sf.im``'s histospace features)."""
-    z = z.float().flatten(2)
-    return torch.cat([z.mean(dim=2), z.std(dim=2)], dim=1)
 
 
 def _ridge(F: np.ndarray, Y: np.ndarray, Fv: np.ndarray | None, Yv: np.ndarray | None,
@@ -154,7 +149,7 @@ def _ridge(F: np.ndarray, Y: np.ndarray, Fv: np.ndarray | None, Yv: np.ndarray |
         coefs.append(coef)
         if Fv is not None:
             P = ((Fv - mu) / sd) @ coef + ym
-            scores.append(float(np.nanmean(_pearson(Yv, P))))
+            scores.append(float(np.nanmean(pearson_per_gene(Yv, P))))
         else:  # GCV: residual / (1 - df / n)^2
             h = S**2 / (S**2 + a)
             resid = (Y - ym) - U @ (h[:, None] * UtY)
@@ -164,15 +159,6 @@ def _ridge(F: np.ndarray, Y: np.ndarray, Fv: np.ndarray | None, Yv: np.ndarray |
     coef = coefs[best] / sd[:, None]
     return coef.T.astype(np.float32), (ym - mu @ coef).astype(np.float32), float(alphas[best]), {
         "alphas": [float(a) for a in alphas], "alpha_scores": scores}
-
-
-def _pearson(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """Per-column Pearson r (NaN where either column is constant)."""
-    Y = Y - Y.mean(0)
-    P = P - P.mean(0)
-    den = np.sqrt((Y**2).sum(0) * (P**2).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (Y * P).sum(0) / den, np.nan)
 
 
 def _fuse(module: nn.Module) -> nn.Module:
@@ -421,7 +407,7 @@ class HistoSPACE(BaseModel):
         for s in range(0, n, chunk):
             idx = slice(s, min(s + chunk, n))
             z = self._maps(tiles[idx], variants, desc if s == 0 else None, encoder=enc)
-            out[:, idx] = pooled(z.flatten(0, 1)).view(len(variants), -1, out.shape[-1]).double().numpy()
+            out[:, idx] = pooled_maps(z.flatten(0, 1)).view(len(variants), -1, out.shape[-1]).double().numpy()
         return out
 
     # --- training -----------------------------------------------------------------------------

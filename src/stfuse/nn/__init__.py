@@ -7,7 +7,7 @@ from ._attention import (
     neighbourhood_tokens,
     tokens_to_edges,
 )
-from ._blocks import ConvAutoencoder, ConvDecoder, ConvEncoder, mlp
+from ._blocks import ConvAutoencoder, ConvDecoder, ConvEncoder, mlp, pooled_maps
 from ._cache import MapCache, map_cache, tile_digests
 from ._losses import info_nce, nt_xent
 from ._train import autocast_dtype, seeded, to_device, train
@@ -40,6 +40,7 @@ __all__ = [
     "nbr_to_edges",
     "neighbourhood_tokens",
     "nt_xent",
+    "pooled_maps",
     "seeded",
     "shipped_weights",
     "tile_digests",

@@ -7,7 +7,24 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConvAutoencoder", "ConvDecoder", "ConvEncoder", "mlp"]
+__all__ = ["ConvAutoencoder", "ConvDecoder", "ConvEncoder", "mlp", "pooled_maps"]
+
+
+def pooled_maps(z: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean and standard deviation of feature maps ``(b, c, h, w)`` → ``(b, 2c)`` float32.
+
+    The ``"histospace"`` image features of :mod:`stfuse.im` and the ``head="ridge"`` regressor of
+    :class:`stfuse.models.HistoSPACE` are this pooling of :class:`ConvEncoder` maps.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from stfuse.nn import pooled_maps
+    >>> pooled_maps(torch.ones(2, 3, 4, 4)).tolist()[0]
+    [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    """
+    z = z.float().flatten(2)
+    return torch.cat([z.mean(dim=2), z.std(dim=2)], dim=1)
 
 
 def mlp(dims: Sequence[int], *, batchnorm: bool = True, dropout: float = 0.0, last_activation: bool = False,

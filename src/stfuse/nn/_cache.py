@@ -78,10 +78,6 @@ class MapCache:
         self._store.clear()
         self.nbytes = 0
 
-    def fits(self, n_outputs: int, output_bytes: int) -> bool:
-        """Whether ``n_outputs`` outputs of ``output_bytes`` each (float16) fit in ``max_gb`` at once."""
-        return n_outputs * output_bytes <= self.max_gb * 2**30
-
     def _put(self, key: Hashable, value: torch.Tensor) -> None:
         self._store[key] = value
         self.nbytes += value.numel() * value.element_size()
