@@ -10,12 +10,13 @@ pixel count before the encoder resizes it to its input. Features:
   ``ImageContainer.features_summary/histogram/texture`` with their defaults, computed on the patch with
   numpy/scikit-image directly — equal to squidpy's output, checked on a patch in every run; patches
   larger than 160 px are down-sampled to 160 px first, which keeps the GLCM affordable);
-- ``histospace``: the HistoSPACE autoencoder's pooled encoder (the previous default, 256-d);
-- ``tissue``: the new default (:class:`stfuse.nn.TissueCNN`, SimCLR with resolution augmentation, 384-d).
+- ``histospace``: the HistoSPACE autoencoder's pooled encoder (the previous default, 256-d, 128 px input);
+- ``tissue``: the default (:class:`stfuse.nn.TissueCNN`, SimCLR with resolution augmentation, 384-d) at
+  its input of 160 px, and at the 64 px it was trained on (``tissue (64 px)``; same weights).
 
 Scores, per section and then averaged over the six: 5-fold stratified CV accuracy of a 5-NN classifier
 and macro-F1 of a logistic-regression probe (C = 0.1), both on standardised features, against the
-authors' expression clusters; and a ridge regression from the features to the 785-gene Hist2ST panel
+authors' expression clusters, as mean ± sd over the CV fold seeds (``--cv-seeds``, default 0 1 2); and a ridge regression from the features to the 785-gene Hist2ST panel
 (log-normalised), leave one section out over C2–C6 and C2–C6 → B4 (trained on native-resolution
 images, tested at native and at 0.3×), mean per-gene Pearson r. Embedding throughput (tiles/s) and
 peak memory of the two CNN encoders on the same tiles.
@@ -27,6 +28,7 @@ score a candidate ``tissue`` weights file).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -111,8 +113,8 @@ def encode(enc, patches: np.ndarray, batch: int = 128) -> np.ndarray:
 
 
 # --- scores ---------------------------------------------------------------------------------------
-def cluster_scores(X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+def cluster_scores(X: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    cv = StratifiedKFold(5, shuffle=True, random_state=seed)
     knn = float(cross_val_score(make_pipeline(StandardScaler(), KNeighborsClassifier(5)), X, y, cv=cv).mean())
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
     f1 = float(f1_score(y, cross_val_predict(probe, X, y, cv=cv), average="macro"))
@@ -143,19 +145,22 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--weights", default=None, help="tissue weights file (default: the shipped ones)")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS))
+    p.add_argument("--cv-seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the 5-fold CV splits")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--features-only", action="store_true", help="compute and cache the features, score nothing")
     args = p.parse_args(argv if argv is not None else [])
     sf.settings.verbosity = 0
     torch.manual_seed(0)
     genes_all = (sf.datasets.her2st_path(download=False) / "hist2st_genes.txt").read_text().split()
-    encs = {"histospace": sf.im.get_encoder("histospace"), "tissue": sf.im.get_encoder("tissue", weights=args.weights)}
+    tissue = sf.im.get_encoder("tissue", weights=args.weights)
+    encs = {"histospace": sf.im.get_encoder("histospace"), "tissue": tissue,
+            "tissue (64 px)": dataclasses.replace(tissue, input_px=64)}
     feats: dict = {}  # (section, feature, patch, factor) -> X
     labels, expr, tput = {}, {}, []
     cache = sf.settings.cachedir / "bench_encoders"  # features of frozen extractors, reused across runs
     cache.mkdir(parents=True, exist_ok=True)
     cache_tag = {"mean RGB": "rgb", "squidpy summary+histogram+texture": "squidpy",
-           **{name: f"{name}-{enc.checksum}" for name, enc in encs.items()}}
+           **{name: f"{name.split()[0]}-{enc.checksum}-{enc.input_px}" for name, enc in encs.items()}}
     for s in args.sections:
         t0 = time.time()
         sdata = sf.datasets.her2st(s)
@@ -195,20 +200,21 @@ def main(argv: list[str] | None = None) -> None:
         folds.append(("B4", [c for c in args.sections if c.startswith("C")]))
 
     rows = []
-    names = ["mean RGB", "squidpy summary+histogram+texture", "histospace", "tissue"]
+    names = ["mean RGB", "squidpy summary+histogram+texture", "histospace", "tissue (64 px)", "tissue"]
     for name in names:
         for pname in PATCHES:
             row = {"features": name, "patch": pname}
             for f in FACTORS:
                 tag = "native" if f == 1.0 else f"{f}x"
-                sc = []
-                for s in args.sections:
-                    keep = labels[s].notna().to_numpy()
-                    y = labels[s][keep].astype(str).to_numpy()
-                    sc.append(cluster_scores(feats[s, name, pname, f][keep], y))
-                sc = np.asarray(sc)
-                row[f"kNN acc {tag}"] = float(sc[:, 0].mean())
-                row[f"probe F1 {tag}"] = float(sc[:, 1].mean())
+                sc = np.zeros((len(args.cv_seeds), len(args.sections), 2))  # (CV seed, section, kNN/F1)
+                for i, seed in enumerate(args.cv_seeds):
+                    for j, s in enumerate(args.sections):
+                        keep = labels[s].notna().to_numpy()
+                        y = labels[s][keep].astype(str).to_numpy()
+                        sc[i, j] = cluster_scores(feats[s, name, pname, f][keep], y, seed)
+                by_seed = sc.mean(axis=1)  # mean over sections, per CV seed
+                row[f"kNN acc {tag}"] = f"{by_seed[:, 0].mean():.3f} ± {by_seed[:, 0].std():.3f}"
+                row[f"probe F1 {tag}"] = f"{by_seed[:, 1].mean():.3f} ± {by_seed[:, 1].std():.3f}"
             for f in FACTORS:
                 tag = "native" if f == 1.0 else f"{f}x"
                 rs = [ridge_r([feats[t, name, pname, 1.0] for t in tr], [Y[t] for t in tr], feats[te, name, pname, f],
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     body = (
         f"Sections {', '.join(args.sections)}; author clusters (`obs['cluster']`); {len(genes)} panel genes. "
         "Scores are means over the sections (kNN: 5-fold 5-NN accuracy; probe: 5-fold logistic-regression "
-        "macro-F1, C=0.1; ridge: mean per-gene r, LOSO over C2–C6 and C2–C6→B4, trained at native resolution). "
+        f"macro-F1, C=0.1; ± sd over the CV seeds {args.cv_seeds}; ridge: mean per-gene r, LOSO over C2–C6 and C2–C6→B4, trained at native resolution). "
         "0.3x: test patches read as from an image down-scaled to 0.3x."
         + (f" tissue weights: `{args.weights}`." if args.weights else "")
         + "\n\n" + table(rows) + f"\n\nThroughput on the {tput[0]['tiles']} one-diameter patches of "

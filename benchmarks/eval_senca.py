@@ -42,6 +42,7 @@ ABLATIONS = {
     "no reconstruction (λ = 0)": {"lam": 0.0},
     "spot-level contrast (not hierarchical)": {"hierarchical": False},
     "no cross-attention": {"cross_attention": False},
+    "reconstruct each spot's own data (target_hops = 0)": {"target_hops": 0},
     "paper literal (40 steps, Ward, reconstruct R⊕H)": {"steps": 40, "cluster_method": "ward", "reconstruct": "input",
                                                       "target_pcs": None, "propagation_hops": 1},
 }

@@ -290,8 +290,23 @@ def test_tissue_encoder_shipped_weights():
     record = json.loads(path.with_suffix(".json").read_text())
     assert record["training"]["objective"].startswith("SimCLR") and record["training"]["steps"] > 0
     enc = sf.im.get_encoder("tissue")
-    assert enc.input_px == 64 and enc.output_dim == 384 and len(enc.checksum) == 16
+    assert enc.input_px == 160 and enc.output_dim == 384 and len(enc.checksum) == 16
     small = sf.datasets.toy(n_spots=36, seed=2)
     feats = sf.im.image_features(get_spots(small), "tissue", batch_size=36)
     assert feats.X.shape == (36, 384) and np.isfinite(feats.X).all() and feats.X.std(axis=0).max() > 0
     assert feats.obsm_key == "X_tissue_55um"
+
+
+def test_every_tool_defaults_to_the_tissue_encoder():
+    """One default encoder for every image-using function (sf.im.embed, the tools, the data floor)."""
+    import inspect
+
+    from stfuse.data import _single
+
+    funcs = [sf.im.embed, sf.im.image_features, sf.tl.stmic, sf.tl.senca, sf.tl.spacrd,
+             *(f for _, f in inspect.getmembers(_single, inspect.isfunction) if "encoder" in inspect.signature(f).parameters)]
+    assert len(funcs) >= 8
+    assert {inspect.signature(f).parameters["encoder"].default for f in funcs} == {"tissue"}
+    sdata = sf.datasets.toy(n_spots=36, seed=2)
+    sf.im.embed(sdata)
+    assert sdata.tables["table"].uns["stfuse_embeddings"]["X_tissue_55um"]["input_px"] == 160

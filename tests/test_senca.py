@@ -126,6 +126,29 @@ def test_contrast_on_shared_embedding_trains_the_shared_encoder():
     assert grads["branches"] == 0.0 and grads["shared"] > 0.0
 
 
+def test_decoder_target_is_the_neighbourhood_mean_of_the_data():
+    # target_hops=1 (default): S reconstructs the mean of each spot's data over itself and its graph neighbours
+    rng = np.random.default_rng(0)
+    xy = np.stack(np.meshgrid(np.arange(6.0), np.arange(6.0)), -1).reshape(-1, 2)
+    nbr, _ = sf.gr.knn(xy, 4)
+    X = torch.from_numpy(rng.poisson(2.0, (36, 12)).astype("float32"))
+    targets = {}
+    for hops in (0, 1, 2):
+        m = sf.models.SENCA(12, None, hidden=16, latent=8, device="cpu", target_pcs=None, target_hops=hops)
+        assert m.halo >= hops
+        m.module.eval()
+        targets[hops] = m.module(X, None, torch.from_numpy(nbr))["E"].detach().numpy()
+    np.testing.assert_allclose(targets[0], X.numpy())  # the spot's own data
+    ok = nbr >= 0
+    mean1 = (X.numpy() + np.where(ok[..., None], X.numpy()[nbr.clip(0)], 0).sum(1)) / (1 + ok.sum(1))[:, None]
+    np.testing.assert_allclose(targets[1], mean1, rtol=1e-5)
+    mean2 = (mean1 + np.where(ok[..., None], mean1[nbr.clip(0)], 0).sum(1)) / (1 + ok.sum(1))[:, None]
+    np.testing.assert_allclose(targets[2], mean2, rtol=1e-5)
+    assert sf.models.SENCA(12, None, reconstruct="input", device="cpu").module.target_hops == 0  # R ⊕ H: unsmoothed
+    with pytest.raises(sf.InputError, match="target_hops"):
+        sf.models.SENCA(12, None, target_hops=-1, device="cpu")
+
+
 def test_cluster_methods_and_user_graph():
     sdata = sf.datasets.toy(n_spots=150, seed=5, image=False)
     t = sdata.tables["table"]

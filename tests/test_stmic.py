@@ -190,6 +190,15 @@ def test_markers(toy_stmic):
     assert set(t.uns["stmic_markers"]["names"].dtype.names) == {"0", "1", "2", "3"}
     with pytest.raises(sf.KeyNotFoundError, match=r"run sf\.tl\.stmic"):
         sf.tl.stmic_markers(toy_stmic, key="nope")
+    # a cluster of one spot (Louvain can leave one) cannot be tested: the others are ranked, with a warning
+    lone = t.obs["region"].astype(str).to_numpy().copy()
+    lone[0] = "lone"
+    t.obs["lone"] = pd.Categorical(lone)
+    with pytest.warns(UserWarning, match=r"\['lone'\].*single spot"):
+        sf.tl.stmic_markers(toy_stmic, key="lone", key_added="lone_markers")
+    assert set(t.uns["lone_markers"]["names"].dtype.names) == {"A", "B", "C", "D"}
+    with pytest.raises(sf.InputError, match="single spot"):
+        sf.tl.stmic_markers(toy_stmic, key="lone", reference="lone")
 
 
 def test_plot_stmic(toy_stmic, tmp_path):

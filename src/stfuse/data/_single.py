@@ -19,6 +19,7 @@ from .._errors import InputError
 from .._spots import Spots
 from ..gr import neighbours_from_graph
 from ..im import ImageFeatures, image_features
+from ..im._encoders import DEFAULT_ENCODER
 from ..pp import check_counts, prepare_expression
 from ._neighbours import neighbour_index
 
@@ -158,7 +159,7 @@ def image_block(
     spots: Spots,
     *,
     image_rep: str | None = None,
-    encoder: str | Callable | Any = "histospace",
+    encoder: str | Callable | Any = DEFAULT_ENCODER,
     size: float | None = None,
     size_px: float | None = None,
     weights: str | os.PathLike | None = None,
@@ -202,7 +203,7 @@ def prepare_section(
     genes: Sequence[str] | None = None,
     image: bool = True,
     image_rep: str | None = None,
-    encoder: str | Callable | Any = "histospace",
+    encoder: str | Callable | Any = DEFAULT_ENCODER,
     patch_spacings: float = 3.0,
     weights: str | os.PathLike | None = None,
     device: str = "auto",
@@ -334,7 +335,7 @@ def prepare_pcs(
     n_pcs: int,
     modality: Literal["both", "expression", "image"] = "both",
     layer: str | None = None,
-    encoder: str | Callable | Any = "histospace",
+    encoder: str | Callable | Any = DEFAULT_ENCODER,
     size: float = 1.0,
     weights: str | os.PathLike | None = None,
     image_weight: float = 1.0,

@@ -20,7 +20,7 @@ from .._errors import InputError
 from .._settings import settings
 from .._spots import Spots, get_spots, selection
 from .._version import __version__
-from ._encoders import Encoder, get_encoder
+from ._encoders import DEFAULT_ENCODER, Encoder, get_encoder
 from ._patches import fit_stain, iter_patches, patch_side_px
 from ._stain import StainMethod, StainNormalizer, _digest
 
@@ -149,7 +149,7 @@ def _embed_distributed(client: Any, spots: Spots, side: float, enc: Encoder, sta
 
 def image_features(
     spots: Spots,
-    encoder: str | Encoder | Callable = "histospace",
+    encoder: str | Encoder | Callable = DEFAULT_ENCODER,
     *,
     size: float | None = None,
     size_um: float | None = None,
@@ -222,7 +222,7 @@ def image_features(
 @inject_docs
 def embed(
     sdata: Any,
-    encoder: str | Encoder | Callable = "histospace",
+    encoder: str | Encoder | Callable = DEFAULT_ENCODER,
     *,
     size: float | None = None,
     size_um: float | None = None,
@@ -261,7 +261,8 @@ def embed(
     ----------
     %(sdata)s
     encoder
-        ``"histospace"`` (default; shipped weights, offline), ``"resnet50"`` (ImageNet), ``"timm:<model>"``,
+        ``"tissue"`` (default; shipped weights, offline), ``"histospace"`` (shipped), ``"resnet50"`` (ImageNet),
+        ``"timm:<model>"``,
         an :class:`stfuse.im.Encoder`, or a ``torch.nn.Module`` mapping image batches to features.
         See :func:`stfuse.im.get_encoder`.
     size, size_um, size_px
@@ -270,7 +271,7 @@ def embed(
         Local weights file for a named encoder.
     key_added
         ``obsm`` key suffix; default the encoder name, the patch's physical side and the stain
-        (:func:`embedding_key`: ``X_histospace_55um``, ``X_resnet50_200um_macenko``), so features of other
+        (:func:`embedding_key`: ``X_tissue_55um``, ``X_resnet50_200um_macenko``), so features of other
         patch sizes get their own entries. Reusing a key that holds other features warns and replaces them.
     batch_size
         Patches per batch.
@@ -296,16 +297,16 @@ def embed(
     >>> import stfuse as sf
     >>> sdata = sf.datasets.toy(n_spots=100)
     >>> sf.im.embed(sdata)
-    >>> sdata.tables["table"].obsm["X_histospace_55um"].shape
-    (100, 256)
-    >>> sdata.tables["table"].uns["stfuse_embeddings"]["X_histospace_55um"]["stain"]
+    >>> sdata.tables["table"].obsm["X_tissue_55um"].shape
+    (100, 384)
+    >>> sdata.tables["table"].uns["stfuse_embeddings"]["X_tissue_55um"]["stain"]
     'none'
 
     In parallel on a local dask cluster:
 
     >>> from distributed import Client, LocalCluster  # doctest: +SKIP
     >>> with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster):  # doctest: +SKIP
-    ...     sf.im.embed(sdata, stain="macenko", key_added="histospace_macenko")
+    ...     sf.im.embed(sdata, stain="macenko", key_added="tissue_macenko")
     """
     spots = get_spots(sdata, **selection(locals()), need_image=True,
                       image_hint="Attach the section's H&E image to the SpatialData.")

@@ -24,8 +24,13 @@ __all__ = ["Encoder", "EncoderRegistry", "encoders", "get_encoder"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
-#: side of the tiles the ``tissue`` encoder sees (it was trained on 64 px views of 100–400 µm tiles)
-TISSUE_INPUT_PX = 64
+#: side of the tiles the ``tissue`` encoder sees. It was trained on 64 px views of 100–400 µm tiles
+#: (resolution-augmented), but, being fully convolutional with mean/std pooling, it describes a patch
+#: best when it sees it finer: 160 px beat 64, 96, 128 and 192 px on the HER2ST probes (kNN accuracy,
+#: linear probe, ridge to genes; benchmarks/RESULTS.md "Image encoders", 2026-12-03).
+TISSUE_INPUT_PX = 160
+#: the encoder every tool uses unless told otherwise
+DEFAULT_ENCODER = "tissue"
 
 
 @dataclass
@@ -258,9 +263,11 @@ def get_encoder(encoder: str | Encoder | nn.Module | Callable, *, weights: str |
     Parameters
     ----------
     encoder
-        ``"histospace"`` (default of every tool; offline), ``"tissue"`` (offline; a small CNN trained
-        self-supervised with resolution augmentation by ``scripts/train_tissue_encoder.py``: level with
-        ``"histospace"`` on HER2ST and about 7x faster, see ``benchmarks/RESULTS.md``), ``"resnet50"`` (ImageNet; ``weights=path`` or
+        ``"tissue"`` (default of every tool; offline; a small CNN trained self-supervised with
+        resolution augmentation by ``scripts/train_tissue_encoder.py``, fed 160 px tiles: above
+        ``"histospace"``, squidpy's features and the mean colour on HER2ST at native and 0.3x
+        resolution, see ``benchmarks/RESULTS.md``), ``"histospace"`` (offline; the HistoSPACE
+        paper's autoencoder, the previous default), ``"resnet50"`` (ImageNet; ``weights=path`` or
         downloaded once), ``"timm:<model>"`` (needs timm and ``weights=path``), an :class:`Encoder`, or any
         module/callable mapping a ``(b, 3, 224, 224)`` ImageNet-normalised batch to ``(b, d)`` features.
     weights

@@ -77,7 +77,7 @@ class _Basic(nn.Module):
 class TissueCNN(nn.Module):
     """Small residual CNN for H&E tiles: stem Conv3×3/2, three residual stages (stride 2 each), pooling.
 
-    A ``(b, 3, s, s)`` batch (any ``s`` ≥ 16; 64 px by default in :mod:`stfuse.im`) becomes
+    A ``(b, 3, s, s)`` batch (any ``s`` ≥ 16; trained on 64 px views, fed 160 px tiles by :mod:`stfuse.im`) becomes
     ``(b, 2 * widths[-1])`` features: per-channel mean and standard deviation of the last map
     (the mean summarises the tissue, the standard deviation its heterogeneity within the patch).
 

@@ -19,6 +19,7 @@ from .._results import record
 from .._spots import Spots, get_spots, selection
 from ..data import Registry, SingleSection, prepare_section
 from ..im import Encoder
+from ..im._encoders import DEFAULT_ENCODER
 from ..models import SENCA
 from ._clustering import Method, cluster
 
@@ -45,7 +46,7 @@ def senca(
     patience: int | None = None,
     lr: float = 5e-4,
     cluster_method: str = "kmeans",
-    encoder: str | Encoder | Callable = "histospace",
+    encoder: str | Encoder | Callable = DEFAULT_ENCODER,
     image: bool = True,
     image_rep: str | None = None,
     patch_spacings: float = 3.0,
@@ -119,8 +120,8 @@ def senca(
         STAGATE/GraphST), ``"leiden"`` or ``"louvain"`` (on a kNN graph of the embedding; resolution
         searched to give ``n_clusters``).
     encoder
-        Image encoder (see :func:`stfuse.im.get_encoder`): ``"histospace"`` (shipped, offline),
-        ``"resnet50"`` (the paper's), ``"timm:<name>"``, an :class:`stfuse.im.Encoder` or a module.
+        Image encoder (see :func:`stfuse.im.get_encoder`): ``"tissue"`` (default; shipped, offline),
+        ``"histospace"`` (shipped), ``"resnet50"`` (the paper's), ``"timm:<name>"``, an :class:`stfuse.im.Encoder` or a module.
     image
         Use the H&E image. ``False`` runs the gene-only model (for sections without an image):
         the image branch is replaced by a second, independently masked view of the expression.

@@ -16,6 +16,7 @@ from .._docs import inject_docs
 from .._errors import InputError
 from .._results import record
 from .._spots import Spots, get_spots, selection
+from ..im._encoders import DEFAULT_ENCODER
 from ..models import SpaCRD, gmm_threshold
 from ..pp import check_counts
 
@@ -199,7 +200,7 @@ def spacrd(
     library_key: str | None = None,
     coordinate_system: str | None = None,
     key_added: str = "spacrd",
-    encoder: str | Callable | Any = "histospace",
+    encoder: str | Callable | Any = DEFAULT_ENCODER,
     weights: str | os.PathLike | None = None,
     n_neighs: int = 6,
     connectivity_key: str | None = "spatial_connectivities",
@@ -273,7 +274,7 @@ def spacrd(
         Writes ``obs[f"{key_added}_score"]`` (cancer probability, 0..1), ``obs[key_added]``
         (categorical ``cancer``/``normal``) and ``uns[key_added]``.
     encoder
-        Image encoder for the image features (``"histospace"``, ``"resnet50"``, ``"timm:<model>"``, an
+        Image encoder for the image features (``"tissue"``, default; ``"histospace"``, ``"resnet50"``, ``"timm:<model>"``, an
         :class:`stfuse.im.Encoder` or a torch module; see :func:`stfuse.im.get_encoder`). A reused
         ``model`` needs the encoder it was trained with.
     weights

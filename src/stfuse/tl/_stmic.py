@@ -19,6 +19,7 @@ from .._errors import InputError, KeyNotFoundError
 from .._results import record
 from .._spots import get_spots, selection
 from ..data import prepare_pcs
+from ..im._encoders import DEFAULT_ENCODER
 from ._clustering import Flavor, Method, cluster
 
 __all__ = ["stmic", "stmic_markers"]
@@ -48,7 +49,7 @@ def stmic(
     resolution: float | None = None,
     n_clusters: int | None = None,
     modality: Modality = "both",
-    encoder: str | Callable = "histospace",
+    encoder: str | Callable = DEFAULT_ENCODER,
     weights: str | os.PathLike | None = None,
     image_weight: float = 1.0,
     size: float = 1.0,
@@ -110,8 +111,8 @@ def stmic(
         ``"both"`` (stMIC), or the ablations ``"expression"`` (expression PCs only; no image needed) and
         ``"image"`` (image PCs only).
     encoder
-        Image encoder: ``"histospace"`` (default, shipped weights), ``"resnet50"`` (the paper's; ImageNet
-        weights), ``"timm:<model>"``, an :class:`stfuse.im.Encoder` or a ``torch.nn.Module``.
+        Image encoder: ``"tissue"`` (default, shipped weights), ``"histospace"`` (shipped), ``"resnet50"``
+        (the paper's; ImageNet weights), ``"timm:<model>"``, an :class:`stfuse.im.Encoder` or a ``torch.nn.Module``.
     weights
         Local weights file for a named encoder.
     image_weight
@@ -268,7 +269,9 @@ def stmic_markers(
     method
         Test of :func:`scanpy.tl.rank_genes_groups` (Wilcoxon rank-sum in the paper).
     groups, reference, n_genes
-        As in :func:`scanpy.tl.rank_genes_groups` (``n_genes=None``: every gene).
+        As in :func:`scanpy.tl.rank_genes_groups` (``n_genes=None``: every gene). With
+        ``groups="all"``, clusters of a single spot (which scanpy cannot test) are left out of the
+        ranking with a warning; a single-spot ``reference`` raises :class:`~stfuse.InputError`.
     key_added
         ``uns`` key of the result (scanpy's default ``"rank_genes_groups"``).
     %(shapes_key)s
@@ -313,6 +316,16 @@ def stmic_markers(
     groups_ = labels.astype(str).astype("category")
     if len(groups_.cat.categories) < 2:
         raise InputError(f"obs[{key!r}] has a single cluster; marker genes need at least two.")
+    sizes = groups_.value_counts()
+    single = sorted(str(g) for g in sizes.index[sizes < 2])
+    if reference in single:
+        raise InputError(f"reference cluster {reference!r} of obs[{key!r}] holds a single spot; choose another.")
+    if single and groups in (None, "all"):  # scanpy cannot test a group of one spot: rank the others
+        groups = [str(g) for g in groups_.cat.categories if str(g) not in single]
+        if not groups:
+            raise InputError(f"obs[{key!r}]: every cluster but {single} has one spot; marker genes need more.")
+        warnings.warn(f"sf.tl.stmic_markers: cluster(s) {single} of obs[{key!r}] hold a single spot and are "
+                      "left out of the ranking (they still count in 'rest').", UserWarning, stacklevel=2)
     X = table.X if layer is None else table.layers[layer]
     tmp = ad.AnnData(X=X.astype(np.float32, copy=True), obs=pd.DataFrame({key: groups_.to_numpy()},
                      index=table.obs_names), var=pd.DataFrame(index=table.var_names))
