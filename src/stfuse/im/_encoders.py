@@ -26,8 +26,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET50_URL = "https://download.pytorch.org/models/resnet50-0676ba61.pth"
 #: side of the tiles the ``tissue`` encoder sees. It was trained on 64 px views of 100–400 µm tiles
 #: (resolution-augmented), but, being fully convolutional with mean/std pooling, it describes a patch
-#: best when it sees it finer: 160 px beat 64, 96, 128 and 192 px on the HER2ST probes (kNN accuracy,
-#: linear probe, ridge to genes; benchmarks/RESULTS.md "Image encoders", 2026-12-03).
+#: best when it sees it finer: 160 px was the best of 64, 96, 128, 160 and 192 px on the HER2ST probes
+#: (kNN accuracy, linear probe, ridge to genes; exploration in issue 14's closing note, 2026-12-03);
+#: benchmarks/RESULTS.md "Image encoders" compares it with the 64 px it was trained on.
 TISSUE_INPUT_PX = 160
 #: the encoder every tool uses unless told otherwise
 DEFAULT_ENCODER = "tissue"

@@ -297,13 +297,13 @@ class SENCAModule(nn.Module):
                  projection: bool = True, target_pcs: int | None = 20, image_mask_rate: float = 0.0,
                  target_hops: int = 1) -> None:
         super().__init__()
-        if int(target_hops) < 0:
-            raise InputError(f"target_hops must be >= 0, got {target_hops}.")
-        self.target_hops = int(target_hops) if reconstruct == "data" else 0
         if combine not in ("sum", "concat"):
             raise InputError(f"combine must be 'sum' or 'concat', got {combine!r}.")
         if reconstruct not in ("input", "data"):
             raise InputError(f"reconstruct must be 'input' or 'data', got {reconstruct!r}.")
+        if int(target_hops) < 0:
+            raise InputError(f"target_hops must be >= 0, got {target_hops}.")
+        self.target_hops = int(target_hops) if reconstruct == "data" else 0
         self.image = n_image_features is not None
         self.image_mask_rate = float(image_mask_rate)
         self.cross_attention = bool(cross_attention)
@@ -533,7 +533,7 @@ class SENCA(BaseModel):
         """Graph hops of input a spot's S and windowed R/H depend on (the batch halo)."""
         p = self.params
         attn = p["attention_hops"] or 0
-        return max(p["propagation_hops"] + attn + max(1, p["window_hops"]), p.get("target_hops", 0))
+        return max(p["propagation_hops"] + attn + max(1, p["window_hops"]), self.module.target_hops)
 
     def _check(self, X: Any, image: Any, neighbours: Any, coords: Any):
         X = np.ascontiguousarray(np.asarray(X, dtype=np.float32))

@@ -317,13 +317,14 @@ def stmic_markers(
     if len(groups_.cat.categories) < 2:
         raise InputError(f"obs[{key!r}] has a single cluster; marker genes need at least two.")
     sizes = groups_.value_counts()
-    single = sorted(str(g) for g in sizes.index[sizes < 2])
+    single = sorted(sizes.index[sizes < 2])
     if reference in single:
         raise InputError(f"reference cluster {reference!r} of obs[{key!r}] holds a single spot; choose another.")
     if single and groups in (None, "all"):  # scanpy cannot test a group of one spot: rank the others
-        groups = [str(g) for g in groups_.cat.categories if str(g) not in single]
+        groups = [g for g in groups_.cat.categories if g not in single]
         if not groups:
-            raise InputError(f"obs[{key!r}]: every cluster but {single} has one spot; marker genes need more.")
+            raise InputError(f"every cluster of obs[{key!r}] holds a single spot; marker genes need clusters of "
+                             "two or more spots.")
         warnings.warn(f"sf.tl.stmic_markers: cluster(s) {single} of obs[{key!r}] hold a single spot and are "
                       "left out of the ranking (they still count in 'rest').", UserWarning, stacklevel=2)
     X = table.X if layer is None else table.layers[layer]
