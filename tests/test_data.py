@@ -164,7 +164,7 @@ def test_registry_round_trip_through_save_and_load(tmp_path):
                           references=["s1", "s2"])
     m.save(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["registry"]["tile"]["stain"] == "reinhard" and config["format_version"] == 2
+    assert config["registry"]["tile"]["stain"] == "reinhard" and config["format_version"] == 3
     assert "tile" not in config["info"]  # the data contract lives in the registry, not in info
     back = HistoSPACE.load(tmp_path / "m", device="cpu")
     assert back.registry == m.registry and back.registry.tile_spec["size_um"] == 55.0

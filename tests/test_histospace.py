@@ -13,7 +13,7 @@ from stfuse._spots import get_spots
 from stfuse.models import HistoSPACE
 from stfuse.models._histospace import dihedral
 
-# small tiles and the random encoder keep these tests fast; the method is the same at 128 px
+# small tiles and the random encoder keep these tests fast; the method is the same at 160 px
 FAST = {"tile_px": 32, "encoder_weights": "random"}
 MARKERS = [f"G{i:03d}" for i in range(30, 45)] + ["G050", "G060"]  # programme 2 (regions C, D) + background
 
@@ -87,7 +87,7 @@ def test_model_bounded_cache_matches_cached_training():
 
 def test_model_options_and_tta():
     tiles, Y = _tiles(12)
-    m = HistoSPACE(list("abcd"), device="cpu", fc_activation="relu", dropout=0.2, **FAST)
+    m = HistoSPACE(list("abcd"), head="conv", device="cpu", fc_activation="relu", dropout=0.2, **FAST)
     assert isinstance(m.module.fc[2], torch.nn.ReLU)
     m.fit(tiles, Y, epochs=1)
     assert m.predict(tiles, tta=True).shape == (12, 4)
@@ -149,7 +149,7 @@ def test_histospace_writes_prediction_table(trained):
     assert t.uns["histospace"]["genes"] == MARKERS
     assert t.uns["histospace"]["normalisation"] == {"target_sum": 1e4, "log1p": True}
     assert "val_loss" in t.uns["histospace"]["history"]["selection"]  # the run that chose the epochs
-    assert model.registry.tile["size_um"] == pytest.approx(55.0)
+    assert model.registry.tile["size_um"] == pytest.approx(110.0)  # 2 spot diameters of 55 µm
     # the measured expression, normalised like the training targets, beside the predictions
     np.testing.assert_array_equal(pred.layers["measured"], sf.pp.prepare_expression(t, genes=MARKERS).X)
     # the image tells regions C/D (programme 2) from A/B: the marker genes are predicted
@@ -349,7 +349,7 @@ def test_model_ridge_head_is_closed_form_ridge_on_pooled_maps(tmp_path):
     m.fit(tiles[:30], Y[:30], val_tiles=tiles[30:], val_Y=Y[30:], augment=False)
     info = m.info["train"]
     assert info["head"] == "ridge" and info["selection"] == "validation mean per-gene r"
-    assert len(info["alpha_scores"]) == len(info["alphas"]) == 13 and info["alpha"] in info["alphas"]
+    assert len(info["alpha_scores"]) == len(info["alphas"]) == 17 and info["alpha"] in info["alphas"]
     alpha = info["alpha"]
     # the same as sklearn's ridge on the standardised pooled features of the (float16) encoder maps
     F = pooled(m._maps(tiles[:30], [0])[0]).double().numpy()
@@ -367,7 +367,7 @@ def test_model_ridge_head_is_closed_form_ridge_on_pooled_maps(tmp_path):
     with pytest.raises(sf.InputError, match="frozen encoder"):
         HistoSPACE(list("abcd"), head="ridge", finetune_encoder=True, device="cpu", **FAST)
     with pytest.raises(sf.InputError, match="head must be"):
-        HistoSPACE(list("abcd"), head="mlp", device="cpu", **FAST)
+        HistoSPACE(list("abcd"), head="lasso", device="cpu", **FAST)
 
 
 def test_encoder_maps_are_computed_once_per_tile_weights_and_variant():
@@ -434,3 +434,57 @@ def test_resolution_augmentation_trains_on_coarser_variants_of_every_tile():
     with pytest.raises(sf.InputError, match="resolution_augment"):
         HistoSPACE(list("abcd"), resolution_augment=[1.5], device="cpu", **FAST)
     map_cache.clear()
+
+
+# --- encoders and the mlp head ----------------------------------------------------------------------
+def test_mlp_head_standardises_pooled_maps_and_predicts_through_dropout_free_eval():
+    from stfuse.models import HistoSPACEModule
+    from stfuse.nn import pooled_maps as pooled
+
+    tiles, Y = _tiles(24)
+    m = HistoSPACE(list("abcd"), device="cpu", **FAST)
+    assert (m.params["encoder"], m.params["head"], m.params["hidden"]) == ("tissue", "mlp", 512)
+    assert (m.params["dropout"], m.params["input_dropout"]) == (0.8, 0.5)
+    m.fit(tiles, Y, epochs=2)
+    # the pooled maps are standardised by the training tiles' statistics (as they are, not rotated)
+    F = pooled(m._maps(tiles, [0])[0]).double().numpy()
+    np.testing.assert_allclose(m.module.feature_mean.numpy(), F.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m.module.feature_scale.numpy(), F.std(0), rtol=1e-3, atol=1e-5)
+    # eval mode: no dropout, so predictions are deterministic
+    np.testing.assert_array_equal(m.predict(tiles), m.predict(tiles))
+    # the tissue encoder maps a 160 px tile to 192 x 10 x 10, the histospace one a 128 px tile to 128 x 16 x 16
+    assert HistoSPACEModule(4).encoder(torch.zeros(1, 3, 160, 160)).shape == (1, 192, 10, 10)
+    assert HistoSPACEModule(4, encoder="histospace").encoder(torch.zeros(1, 3, 128, 128)).shape == (1, 128, 16, 16)
+    assert HistoSPACE(list("ab"), encoder="histospace").params["tile_px"] == 128
+    with pytest.raises(sf.InputError, match="encoder must be"):
+        HistoSPACE(list("ab"), encoder="resnet")
+    with pytest.raises(sf.InputError, match="input_dropout"):
+        HistoSPACE(list("ab"), input_dropout=1.0)
+
+
+def test_shipped_tissue_encoder_is_the_sf_im_tissue_encoder():
+    tiles, _ = _tiles(6, px=160)
+    m = HistoSPACE(list("abcd"), device="cpu")
+    m._load_pretrained()
+    m.module.eval()
+    net, checksum = sf.nn.tissue_cnn()
+    x = torch.from_numpy(tiles).float() / 255
+    with torch.no_grad():
+        torch.testing.assert_close(m.module.encoder(x), net.feature_map(x))
+    assert m.info["encoder_checksum"] == checksum
+
+
+def test_models_saved_before_format_3_load_as_the_histospace_encoder_and_conv_head(tmp_path):
+    import json
+
+    tiles, Y = _tiles(12)
+    old = HistoSPACE(list("abcd"), encoder="histospace", head="conv", device="cpu", **FAST).fit(tiles, Y, epochs=1)
+    path = old.save(tmp_path / "old")
+    config = json.loads((path / "config.json").read_text())
+    for key in ("encoder", "head", "input_dropout"):  # what format 2 did not save
+        config["params"].pop(key)
+    config["format_version"] = 2
+    (path / "config.json").write_text(json.dumps(config))
+    back = HistoSPACE.load(path, device="cpu")
+    assert (back.params["encoder"], back.params["head"]) == ("histospace", "conv")
+    np.testing.assert_array_equal(back.predict(tiles), old.predict(tiles))

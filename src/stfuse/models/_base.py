@@ -50,6 +50,11 @@ class BaseModel:
         self.module.to(self.device)
         self.is_trained = False
 
+    @classmethod
+    def _saved_params(cls, params: dict[str, Any], format_version: int) -> dict[str, Any]:
+        """The constructor arguments of a model saved in ``format_version`` (override when defaults change)."""
+        return params
+
     def _build(self) -> torch.nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -118,8 +123,8 @@ class BaseModel:
             raise InputError(
                 f"{str(path)!r} was saved by stfuse {config.get('stfuse_version')} in a newer format; upgrade stfuse."
             )
-        obj = cls(genes=config.get("genes"), device=device, random_state=config.get("random_state", 0),
-                  **config["params"])
+        params = cls._saved_params(dict(config["params"]), int(config.get("format_version", 1)))
+        obj = cls(genes=config.get("genes"), device=device, random_state=config.get("random_state", 0), **params)
         state = torch.load(path / WEIGHTS, map_location=obj.device, weights_only=True)
         obj.module.load_state_dict(state)
         obj.module.eval()

@@ -3,9 +3,12 @@
 Arrays in, arrays out: tiles ``(n, 3, s, s)`` uint8 and expression ``(n, n_genes)``; no AnnData or
 SpatialData here (the glue is :func:`stfuse.tl.histospace`).
 
-The network is the HistoSPACE image autoencoder's encoder (:class:`stfuse.nn.ConvEncoder`, frozen by
-default) on 128 px tiles, one convolution block (Conv3×3 128→128, BatchNorm, ReLU, MaxPool), flatten,
-FC 256, FC ``n_genes``. With a frozen encoder, its ``128 × 16 × 16`` maps are computed once per tile
+The network is a frozen image encoder and a regressor on its maps. Encoders: ``"tissue"`` (default;
+stfuse's :class:`stfuse.nn.TissueCNN` on 160 px tiles, ``192 × 10 × 10`` maps) or ``"histospace"``
+(the HistoSPACE autoencoder's :class:`stfuse.nn.ConvEncoder` on 128 px tiles, ``128 × 16 × 16``).
+Regressors: ``"mlp"`` (default; per-channel mean and sd of the maps, standardised, dropout, FC, GELU,
+dropout, FC), ``"conv"`` (the paper's: Conv3×3 block, BatchNorm, ReLU, MaxPool, flatten, FC, FC) or
+``"ridge"`` (closed form on the pooled maps). With a frozen encoder its maps are computed once per tile
 (float16 cache, or recomputed per batch above ``cache_gb``).
 """
 
@@ -25,14 +28,48 @@ from torch import nn
 from .. import _logging as log
 from .._errors import InputError
 from ..metrics import pearson_per_gene
-from ..nn import ConvEncoder, histospace_autoencoder, map_cache, pooled_maps, seeded, tile_digests, train
+from ..nn import (
+    ConvEncoder,
+    TissueCNN,
+    histospace_autoencoder,
+    map_cache,
+    pooled_maps,
+    seeded,
+    tile_digests,
+    tissue_cnn,
+    train,
+)
 from ._base import BaseModel
 
-__all__ = ["HistoSPACE", "HistoSPACEModule", "dihedral"]
+__all__ = ["ENCODERS", "HEADS", "HistoSPACE", "HistoSPACEModule", "dihedral"]
 
-TILE_PX = 128
+
+class _TissueMaps(nn.Module):
+    """:class:`~stfuse.nn.TissueCNN` as a map encoder: its last feature map ``(b, 192, s / 16, s / 16)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TissueCNN()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.feature_map(x)
+
+
+#: the frozen encoders: map network, its output channels, its down-sampling factor, the tile side it is fed
+ENCODERS: dict[str, tuple[Callable[[], nn.Module], int, int, int]] = {
+    "tissue": (_TissueMaps, TissueCNN().widths[-1], 16, 160),
+    "histospace": (ConvEncoder, ConvEncoder.channels[-1], 8, 128),
+}
+#: per-head defaults of the regressor's width and dropouts (``None`` arguments resolve to these). The mlp's were
+#: chosen on HER2ST C2 + C3 + C4 -> C5 (see the closing note of the HistoSPACE issue and benchmarks/RESULTS.md)
+HEADS: dict[str, dict[str, float]] = {
+    "mlp": {"hidden": 512, "dropout": 0.8, "input_dropout": 0.5},
+    "conv": {"hidden": 256, "dropout": 0.0, "input_dropout": 0.0},
+    "ridge": {"hidden": 0, "dropout": 0.0, "input_dropout": 0.0},
+}
+TILE_PX = ENCODERS["tissue"][3]
 #: ridge penalties searched by ``head="ridge"`` (on standardised pooled features)
-RIDGE_ALPHAS = np.logspace(-1, 5, 13)
+RIDGE_ALPHAS = np.logspace(-1, 7, 17)
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -53,23 +90,30 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class HistoSPACEModule(nn.Module):
-    """The HistoSPACE regressor (pure torch): encoder → conv block → flatten → FC ``hidden`` → FC ``n_genes``.
+    """The HistoSPACE regressor (pure torch): encoder maps → regressor → ``n_genes`` expression values.
 
     Parameters
     ----------
     n_genes
         Number of predicted genes.
-    hidden
-        Width of the first fully connected layer (256 in the paper).
-    fc_activation
-        Activation between the two FC layers; ``None`` as in the paper (the two layers then compose to
-        one linear map of rank ``hidden``).
-    dropout
-        Dropout before each FC layer (0 in the paper).
-    tile_px
-        Input tile side; the encoder maps a 128 px tile to ``128 × 16 × 16``.
+    encoder
+        ``"tissue"`` (:class:`~stfuse.nn.TissueCNN` maps, ``192 × s/16 × s/16``) or ``"histospace"``
+        (:class:`~stfuse.nn.ConvEncoder` maps, ``128 × s/8 × s/8``); see ``stfuse.models._histospace.ENCODERS``.
     head
-        ``"conv"`` (the paper's regressor) or ``"ridge"`` (one linear layer on :func:`~stfuse.nn.pooled_maps` of the maps).
+        ``"mlp"``: standardised :func:`~stfuse.nn.pooled_maps` → Dropout ``input_dropout`` → FC
+        ``hidden`` → GELU → Dropout ``dropout`` → FC. ``"conv"`` (the paper's regressor): conv block
+        → flatten → (Dropout) FC ``hidden`` → (activation, Dropout) FC. ``"ridge"``: one linear layer on the
+        pooled maps.
+    hidden
+        Width of the first fully connected layer (``None``: ``HEADS``; 256 in the paper).
+    fc_activation
+        ``"conv"`` head: activation between the two FC layers; ``None`` as in the paper (the two
+        layers then compose to one linear map of rank ``hidden``).
+    dropout, input_dropout
+        Dropout before the last FC layer, and on the pooled features (``"mlp"``) or before the first FC layer
+        (``"conv"``, which uses ``dropout`` for both); ``None``: ``HEADS``.
+    tile_px
+        Input tile side (``None``: the encoder's, 160 or 128 px).
     scale_targets
         Keep per-gene ``target_mean``/``target_scale`` buffers: the regressor predicts standard units
         and :meth:`regress` maps them back to the targets' units.
@@ -79,15 +123,23 @@ class HistoSPACEModule(nn.Module):
     >>> import torch
     >>> from stfuse.models import HistoSPACEModule
     >>> net = HistoSPACEModule(10)
-    >>> net(torch.rand(2, 3, 128, 128)).shape
+    >>> net(torch.rand(2, 3, 160, 160)).shape
+    torch.Size([2, 10])
+    >>> HistoSPACEModule(10, encoder="histospace", head="conv")(torch.rand(2, 3, 128, 128)).shape
     torch.Size([2, 10])
     """
 
-    def __init__(self, n_genes: int, *, hidden: int = 256, fc_activation: str | None = None, dropout: float = 0.0,
-                 tile_px: int = TILE_PX, head: str = "conv", scale_targets: bool = False) -> None:
+    def __init__(self, n_genes: int, *, encoder: str = "tissue", head: str = "mlp", hidden: int | None = None,
+                 fc_activation: str | None = None, dropout: float | None = None, input_dropout: float | None = None,
+                 tile_px: int | None = None, scale_targets: bool = False) -> None:
         super().__init__()
-        self.encoder = ConvEncoder()
-        c = ConvEncoder.channels[-1]
+        make, c, down, px = ENCODERS[encoder]
+        tile_px = px if tile_px is None else int(tile_px)
+        defaults = HEADS[head]
+        hidden = int(defaults["hidden"] if hidden is None else hidden)
+        dropout = float(defaults["dropout"] if dropout is None else dropout)
+        input_dropout = float(defaults["input_dropout"] if input_dropout is None else input_dropout)
+        self.encoder = make()
         self.head_kind = head
         self.freeze_encoder = True
         self.scale_targets = bool(scale_targets)
@@ -97,9 +149,15 @@ class HistoSPACEModule(nn.Module):
         if head == "ridge":  # a linear map of the pooled maps (per-channel mean and sd), fitted in closed form
             self.linear = nn.Linear(2 * c, n_genes)
             return
+        if head == "mlp":  # pooled maps, standardised by the training tiles' statistics (set by fit)
+            self.register_buffer("feature_mean", torch.zeros(2 * c))
+            self.register_buffer("feature_scale", torch.ones(2 * c))
+            self.mlp = nn.Sequential(nn.Dropout(input_dropout), nn.Linear(2 * c, hidden), nn.GELU(),
+                                     nn.Dropout(dropout), nn.Linear(hidden, n_genes))
+            return
         self.head = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                                   nn.MaxPool2d(2), nn.Flatten())
-        side = tile_px // 2 ** (len(ConvEncoder.channels) - 1) // 2
+        side = tile_px // down // 2
         fc: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
         fc.append(nn.Linear(c * side * side, hidden))
         if fc_activation is not None:
@@ -117,14 +175,21 @@ class HistoSPACEModule(nn.Module):
         return self
 
     def regress(self, z: torch.Tensor) -> torch.Tensor:
-        """Expression from encoder maps ``(b, 128, 16, 16)``."""
+        """Expression from encoder maps ``(b, c, h, w)``."""
         if self.head_kind == "ridge":
             return self.linear(pooled_maps(z))
+        if self.head_kind == "mlp":
+            return self.regress_pooled(pooled_maps(z))
         out = self.fc(self.head(z))
         return out * self.target_scale + self.target_mean if self.scale_targets else out
 
+    def regress_pooled(self, f: torch.Tensor) -> torch.Tensor:
+        """``"mlp"`` head: expression from pooled maps ``(b, 2c)`` (:func:`~stfuse.nn.pooled_maps`)."""
+        out = self.mlp((f - self.feature_mean) / self.feature_scale)
+        return out * self.target_scale + self.target_mean if self.scale_targets else out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Expression from tiles ``(b, 3, 128, 128)`` scaled to [0, 1]."""
+        """Expression from tiles ``(b, 3, s, s)`` scaled to [0, 1]."""
         return self.regress(self.encoder(x))
 
 
@@ -218,23 +283,38 @@ class HistoSPACE(BaseModel):
     ----------
     genes
         Names of the predicted genes, in the column order of the targets.
+    encoder
+        The frozen image encoder whose maps the regressor reads: ``"tissue"`` (default; stfuse's
+        :class:`~stfuse.nn.TissueCNN`, the default encoder of :mod:`stfuse.im`, on 160 px tiles) or
+        ``"histospace"`` (the paper's: the HistoSPACE autoencoder's encoder, on 128 px tiles).
+    head
+        ``"mlp"`` (default): the per-channel mean and sd of the encoder's maps, standardised, then
+        Dropout ``input_dropout`` → FC ``hidden`` → GELU → Dropout ``dropout`` → FC ``n_genes``,
+        trained with Adam. ``"conv"``: the paper's regressor (convolution block, two FC layers) on the
+        maps. ``"ridge"``: ridge regression of the targets on the same pooled maps, closed form, the
+        penalty chosen by the mean per-gene r on the validation tiles (generalised cross-validation
+        without them): a fast, honest baseline on the same tiles and targets.
     hidden
-        Width of the first FC layer (256).
+        Width of the first FC layer (``None``: 512 for ``"mlp"``, 256 for ``"conv"`` as in the paper).
     fc_activation
-        ``None`` (paper: no activation between the FC layers), ``"relu"``, ``"gelu"`` or ``"tanh"``.
+        ``"conv"`` head: ``None`` (paper: no activation between the FC layers), ``"relu"``,
+        ``"gelu"`` or ``"tanh"``. The ``"mlp"`` head always uses GELU.
     dropout
-        Dropout before the FC layers (0 in the paper).
+        Dropout before the last FC layer (``None``: 0.8 for ``"mlp"``; 0 for ``"conv"`` as in the
+        paper, where it also applies before the first FC layer).
+    input_dropout
+        ``"mlp"`` head: dropout of the standardised pooled features (``None``: 0.5).
     finetune_encoder
-        Train the autoencoder's encoder too (paper: frozen). Frozen encoders have their maps computed
+        Train the encoder too (paper: frozen). Frozen encoders have their maps computed
         once per tile, which is several times cheaper.
     encoder_weights
-        ``None``: the shipped HistoSPACE autoencoder weights (:func:`stfuse.nn.histospace_autoencoder`);
-        a path to other autoencoder weights; ``"random"``: no pretraining (for tests and ablations).
-        Loaded when :meth:`fit` is first called.
+        ``None``: the shipped weights of ``encoder`` (:func:`stfuse.nn.tissue_cnn`,
+        :func:`stfuse.nn.histospace_autoencoder`); a path to other weights of that network;
+        ``"random"``: no pretraining (for tests and ablations). Loaded when :meth:`fit` is first called.
     tile_px
-        Tile side the network sees (128).
+        Tile side the network sees (``None``: the encoder's, 160 or 128 px).
     scale_targets
-        Train the ``"conv"`` regressor on per-gene standardised targets (mean 0, sd 1 on the training
+        Train the ``"mlp"``/``"conv"`` regressor on per-gene standardised targets (mean 0, sd 1 on the training
         spots; predictions are mapped back), so that every gene weighs alike in the loss, as in the
         per-gene correlation that judges it; ``False``: the raw log-expression (paper).
     resolution_augment
@@ -242,12 +322,6 @@ class HistoSPACE(BaseModel):
         times as coarsely (down-sampled to ``factor · tile_px`` and back, then rotated/flipped), so a
         model trained on fine scans predicts on coarse ones (e.g. ``(0.3,)`` for a Visium ``hires``
         image from a 0.5 µm/px scan). Every factor adds 8 variants whose frozen maps are cached.
-    head
-        ``"conv"``: the paper's regressor (convolution block, two FC layers) trained with Adam on the
-        encoder maps. ``"ridge"``: ridge regression of the targets on the per-channel mean and sd of
-        the frozen encoder's maps (256 features), closed form, the penalty chosen by the mean per-gene
-        r on the validation tiles (generalised cross-validation without them): a fast, honest baseline
-        on the same tiles and targets.
     device
         Torch device (``"auto"``: CUDA when available).
     random_state
@@ -274,20 +348,23 @@ class HistoSPACE(BaseModel):
     (40, 5)
     """
 
-    #: 2: the data contract (normalisation, tile size and stain) is in ``registry``, not ``info``
-    format_version: ClassVar[int] = 2
+    #: 2: the data contract (normalisation, tile size and stain) is in ``registry``, not ``info``;
+    #: 3: ``encoder`` and the ``"mlp"`` head (older models are the ``"histospace"`` encoder, ``"conv"`` or ``"ridge"`` head)
+    format_version: ClassVar[int] = 3
 
     def __init__(
         self,
         genes: Sequence[str],
         *,
-        hidden: int = 256,
+        encoder: Literal["tissue", "histospace"] = "tissue",
+        head: Literal["mlp", "conv", "ridge"] = "mlp",
+        hidden: int | None = None,
         fc_activation: Literal["relu", "gelu", "tanh"] | None = None,
-        dropout: float = 0.0,
+        dropout: float | None = None,
+        input_dropout: float | None = None,
         finetune_encoder: bool = False,
         encoder_weights: str | os.PathLike | None = None,
-        tile_px: int = TILE_PX,
-        head: Literal["conv", "ridge"] = "conv",
+        tile_px: int | None = None,
         scale_targets: bool = True,
         resolution_augment: Sequence[float] = (),
         device: str = "auto",
@@ -297,30 +374,52 @@ class HistoSPACE(BaseModel):
             raise InputError("HistoSPACE needs the names of the genes it predicts (genes=[...]).")
         if len(set(map(str, genes))) != len(genes):
             raise InputError("The gene names given to HistoSPACE are not unique.")
+        if encoder not in ENCODERS:
+            raise InputError(f"encoder must be one of {sorted(ENCODERS)}, got {encoder!r}.")
+        if head not in HEADS:
+            raise InputError(f"head must be one of {sorted(HEADS)}, got {head!r}.")
         if fc_activation is not None and fc_activation not in _ACTIVATIONS:
             raise InputError(f"fc_activation must be None or one of {sorted(_ACTIVATIONS)}, got {fc_activation!r}.")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise InputError(f"dropout must be in [0, 1), got {dropout}.")
-        if int(tile_px) < 32 or int(tile_px) % 16:
+        hidden = int(HEADS[head]["hidden"] if hidden is None else hidden)
+        dropout = float(HEADS[head]["dropout"] if dropout is None else dropout)
+        input_dropout = float(HEADS[head]["input_dropout"] if input_dropout is None else input_dropout)
+        for name, value in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if not 0.0 <= value < 1.0:
+                raise InputError(f"{name} must be in [0, 1), got {value}.")
+        if head != "ridge" and hidden < 1:
+            raise InputError(f"hidden must be a positive integer, got {hidden}.")
+        tile_px = ENCODERS[encoder][3] if tile_px is None else int(tile_px)
+        if tile_px < 32 or tile_px % 16:
             raise InputError(f"tile_px must be a multiple of 16 and at least 32, got {tile_px}.")
-        if head not in ("conv", "ridge"):
-            raise InputError(f"head must be 'conv' or 'ridge', got {head!r}.")
         if any(not 0.0 < float(f) < 1.0 for f in resolution_augment):
             raise InputError(f"resolution_augment takes sampling factors in (0, 1), got {list(resolution_augment)}.")
         if head == "ridge" and finetune_encoder:
             raise InputError("head='ridge' is fitted in closed form on a frozen encoder; use finetune_encoder=False.")
         super().__init__(
-            genes=[str(g) for g in genes], device=device, random_state=random_state, hidden=int(hidden),
-            fc_activation=fc_activation, dropout=float(dropout), finetune_encoder=bool(finetune_encoder),
-            encoder_weights=None if encoder_weights is None else str(encoder_weights), tile_px=int(tile_px),
-            head=head, scale_targets=bool(scale_targets) and head == "conv",
+            genes=[str(g) for g in genes], device=device, random_state=random_state, encoder=encoder, head=head,
+            hidden=hidden, fc_activation=fc_activation, dropout=dropout, input_dropout=input_dropout,
+            finetune_encoder=bool(finetune_encoder),
+            encoder_weights=None if encoder_weights is None else str(encoder_weights), tile_px=tile_px,
+            scale_targets=bool(scale_targets) and head != "ridge",
             resolution_augment=[float(f) for f in resolution_augment],
         )
 
+    @classmethod
+    def _saved_params(cls, params: dict[str, Any], format_version: int) -> dict[str, Any]:
+        """Saved constructor arguments in today's terms.
+
+        Before format 3 every model was the ``"histospace"`` encoder with the ``"conv"`` head (or
+        ``"ridge"``, which was saved), and its ``hidden``/``dropout`` were saved.
+        """
+        if format_version < 3:
+            params = {"encoder": "histospace", "head": "conv", **params}
+        return params
+
     def _build(self) -> HistoSPACEModule:
         p = self.params
-        net = HistoSPACEModule(len(self.genes), hidden=p["hidden"], fc_activation=p["fc_activation"],
-                               dropout=p["dropout"], tile_px=p["tile_px"], head=p.get("head", "conv"),
+        net = HistoSPACEModule(len(self.genes), encoder=p["encoder"], head=p["head"], hidden=p["hidden"],
+                               fc_activation=p["fc_activation"], dropout=p["dropout"],
+                               input_dropout=p.get("input_dropout"), tile_px=p["tile_px"],
                                scale_targets=p.get("scale_targets", False))
         net.freeze_encoder = not p["finetune_encoder"]
         return net
@@ -334,8 +433,12 @@ class HistoSPACE(BaseModel):
         if weights == "random":
             self.info["encoder_checksum"] = "random"
             return
-        ae, checksum = histospace_autoencoder(weights)
-        self.module.encoder.load_state_dict(ae.encoder.state_dict())
+        if self.params["encoder"] == "tissue":
+            net, checksum = tissue_cnn(weights)
+            self.module.encoder.net.load_state_dict(net.state_dict())
+        else:
+            ae, checksum = histospace_autoencoder(weights)
+            self.module.encoder.load_state_dict(ae.encoder.state_dict())
         self.info["encoder_checksum"] = checksum
 
     def _encode(self, tiles: Any, index: np.ndarray, k: int | np.ndarray = 0,
@@ -364,15 +467,16 @@ class HistoSPACE(BaseModel):
         for k, v in self.module.encoder.state_dict().items():
             h.update(k.encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        return f"histospace-encoder:{h.hexdigest()}:{self.params['tile_px']}px"
+        return f"{self.params['encoder']}-encoder:{h.hexdigest()}:{self.params['tile_px']}px"
 
     def _map_bytes(self) -> int:
-        side = self.params["tile_px"] // 2 ** (len(ConvEncoder.channels) - 1)
-        return ConvEncoder.channels[-1] * side * side * 2
+        _, c, down, _ = ENCODERS[self.params["encoder"]]
+        side = self.params["tile_px"] // down
+        return c * side * side * 2
 
     def _maps(self, tiles: Any, variants: Sequence[int], desc: str | None = None, *,
               digests: list[bytes] | None = None, encoder: nn.Module | None = None) -> torch.Tensor:
-        """float16 frozen-encoder maps ``(len(variants), n, 128, tile_px / 8, tile_px / 8)`` through :data:`map_cache`."""
+        """float16 frozen-encoder maps ``(len(variants), n, c, h, w)`` through :data:`map_cache`."""
         enc = encoder if encoder is not None else _fuse(self.module.encoder)
         key = self._network_key()
         digests = tile_digests(tiles) if digests is None else digests
@@ -400,9 +504,9 @@ class HistoSPACE(BaseModel):
 
     def _features(self, tiles: Any, variants: Sequence[int], desc: str | None = None,
                   chunk: int = 512) -> np.ndarray:
-        """Pooled frozen-encoder features ``(len(variants), n, 256)`` float64, computed ``chunk`` tiles at a time."""
+        """Pooled frozen-encoder features ``(len(variants), n, 2c)`` float64, computed ``chunk`` tiles at a time."""
         n = int(tiles.shape[0])
-        out = np.empty((len(variants), n, 2 * ConvEncoder.channels[-1]), np.float64)
+        out = np.empty((len(variants), n, 2 * ENCODERS[self.params["encoder"]][1]), np.float64)
         enc = _fuse(self.module.encoder)
         for s in range(0, n, chunk):
             idx = slice(s, min(s + chunk, n))
@@ -418,14 +522,14 @@ class HistoSPACE(BaseModel):
         *,
         val_tiles: Any | None = None,
         val_Y: np.ndarray | None = None,
-        epochs: int = 50,
-        batch_size: int = 32,
-        lr: float = 1e-4,
+        epochs: int = 150,
+        batch_size: int = 64,
+        lr: float = 3e-4,
         weight_decay: float = 0.0,
         loss: Literal["huber", "mse"] = "huber",
         huber_delta: float = 1.0,
         augment: bool = True,
-        patience: int | None = 10,
+        patience: int | None = 20,
         cache_gb: float = 2.0,
         ridge_alphas: Sequence[float] | None = None,
     ) -> HistoSPACE:
@@ -442,7 +546,8 @@ class HistoSPACE(BaseModel):
             weights of the epoch with the lowest validation loss are kept; without validation data
             the last epoch is kept.
         epochs, batch_size, lr, weight_decay
-            Adam settings (paper: 50 epochs, batch 32, lr 1e-4).
+            Adam settings (the ``"mlp"`` head's, chosen on HER2ST C2 + C3 + C4 -> C5; paper, for its
+            ``"conv"`` head: 50 epochs, batch 32, lr 1e-4).
         loss
             ``"huber"`` (δ = ``huber_delta``, paper) or ``"mse"``.
         augment
@@ -499,6 +604,14 @@ class HistoSPACE(BaseModel):
             vcache = (self._map_cache(val_tiles, [0], cache_gb, "validation tiles")
                       if frozen and val_tiles is not None else None)
         frozen_encoder = _fuse(net.encoder) if frozen else None
+        pooled = net.head_kind == "mlp"  # the head reads the pooled maps only: pool the cached maps once
+        if pooled:
+            cache, vcache = (None if c is None else torch.stack([pooled_maps(m) for m in c]) for c in (cache, vcache))
+            # standardise the pooled maps by the training tiles (as they are, not rotated)
+            feats = (cache[0].double().numpy() if cache is not None and variants[0] == 0
+                     else self._features(tiles, [0])[0])
+            net.feature_mean.copy_(torch.from_numpy(feats.mean(0)).float())
+            net.feature_scale.copy_(torch.from_numpy(np.maximum(feats.std(0), 1e-6)).float())
         Yt = torch.from_numpy(Y)
         if net.scale_targets:
             net.target_mean.copy_(torch.from_numpy(Y.mean(0)))
@@ -514,7 +627,7 @@ class HistoSPACE(BaseModel):
         def forward(idx: np.ndarray, k: np.ndarray, src: Any, c: torch.Tensor | None) -> torch.Tensor:
             if c is not None:
                 z = c[torch.from_numpy(k), torch.from_numpy(idx)].to(self.device).float()
-                return net.regress(z)
+                return net.regress_pooled(z) if pooled else net.regress(z)
             if frozen:
                 return net.regress(self._encode(src, idx, variants[k], frozen_encoder))
             x = _as_float(src[np.sort(idx)], self.params["tile_px"])[torch.from_numpy(np.argsort(np.argsort(idx)))]

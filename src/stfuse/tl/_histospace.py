@@ -53,8 +53,10 @@ def _check_args(refs: list[Any], model: HistoSPACE | None, genes: Sequence[str] 
         raise InputError(f"size must be positive (in spot diameters), got {values['size']}.")
     if values["validation"] not in ("section", "blocks", None):
         raise InputError(f"validation must be 'section', 'blocks' or None, got {values['validation']!r}.")
-    if values["head"] not in ("conv", "ridge"):
-        raise InputError(f"head must be 'conv' or 'ridge', got {values['head']!r}.")
+    if values["encoder"] not in ("tissue", "histospace"):
+        raise InputError(f"encoder must be 'tissue' or 'histospace', got {values['encoder']!r}.")
+    if values["head"] not in ("mlp", "conv", "ridge"):
+        raise InputError(f"head must be 'mlp', 'conv' or 'ridge', got {values['head']!r}.")
 
 
 def _validation_masks(refs: list[Spots], how: str | None, val_fraction: float,
@@ -144,20 +146,21 @@ def histospace(
     coordinate_system: str | None = None,
     layer: str | None = None,
     key_added: str = "histospace",
-    epochs: int = 50,
-    batch_size: int = 32,
-    lr: float = 1e-3,
+    epochs: int = 150,
+    batch_size: int = 64,
+    lr: float = 3e-4,
     weight_decay: float = 0.0,
     loss: Literal["huber", "mse"] = "huber",
     augment: bool = True,
     finetune_encoder: bool = False,
     stain: Literal["macenko", "reinhard"] | None = None,
-    size: float = 1.0,
-    head: Literal["conv", "ridge"] = "conv",
+    size: float = 2.0,
+    encoder: Literal["tissue", "histospace"] = "tissue",
+    head: Literal["mlp", "conv", "ridge"] = "mlp",
     validation: Literal["section", "blocks"] | None = "section",
     refit: bool = True,
     val_fraction: float = 0.15,
-    patience: int | None = 10,
+    patience: int | None = 20,
     tta: bool = True,
     tile_ram_gb: float = 2.0,
     cache_gb: float = 2.0,
@@ -170,16 +173,22 @@ def histospace(
 ) -> Any:
     """Predict spatial gene expression from the H&E image alone (HistoSPACE, Kumar & Chatterjee 2024).
 
-    A tile of one spot diameter around every spot is resized to 128 px and passed through the
-    HistoSPACE autoencoder's encoder (shipped weights; frozen unless ``finetune_encoder``), one
-    convolution block and two fully connected layers that output the expression of ``genes``. The
-    model is trained on the measured expression of ``reference`` (library-size normalised to 1e4,
+    A tile of ``size`` spot diameters around every spot is passed through a frozen image encoder
+    (``encoder``: stfuse's tissue CNN at 160 px by default, or the paper's HistoSPACE autoencoder
+    encoder at 128 px) and a regressor on its maps that outputs the expression of ``genes``
+    (``head``: by default the per-channel mean and sd of the maps through two fully connected layers
+    with strong dropout; ``"conv"``: the paper's convolution block and two fully connected layers).
+    The model is trained on the measured expression of ``reference`` (library-size normalised to 1e4,
     log1p) with the Huber loss; the number of epochs is chosen on a whole reference section held out
     of training (``validation``), never on ``target``, and the model is then trained again on every
     reference for that many epochs (``refit``). Then every spot of ``target`` is predicted, batch by
-    batch, so memory does not grow with the slide. ``head="ridge"`` replaces the paper's regressor by
+    batch, so memory does not grow with the slide. ``head="ridge"`` replaces the regressor by
     ridge regression on the pooled maps of the same frozen encoder (same tiles, same targets), the
     baseline to compare with in one call.
+
+    The defaults differ from the paper's where HER2ST sections showed it (encoder, head, tile size,
+    schedule; chosen on C2 + C3 + C4 -> C5): ``encoder="histospace", head="conv", size=1,
+    epochs=50, batch_size=32, lr=1e-4`` is the paper's configuration.
 
     ``target`` needs no expression: spot circles over its image suffice (e.g. the grid of
     :func:`stfuse.tl.tile_tissue`), and a table is created for them.
@@ -217,8 +226,9 @@ def histospace(
         target's own table, when it annotates the same spots, gets ``obsm[f"X_{key_added}_pred"]``
         and ``uns[key_added]``.
     epochs, batch_size, lr, weight_decay
-        Adam settings (paper: 50, 32, 1e-4, 0; the learning rate 1e-3 was chosen on a split of HER2ST training
-        sections, C2 + C3 + C4 → C5: mean per-gene r 0.127 against 0.123 at 1e-4, best epoch 22 against 17).
+        Adam settings: at most ``epochs`` (the validation chooses how many), batch 64, lr 3e-4, chosen for the
+        ``"mlp"`` head on a split of HER2ST training sections (C2 + C3 + C4 → C5). Paper (``"conv"`` head):
+        50, 32, 1e-4, 0.
     loss
         ``"huber"`` (δ = 1, paper) or ``"mse"``.
     augment
@@ -230,12 +240,18 @@ def histospace(
         :class:`stfuse.im.StainNormalizer`): one normaliser per slide, fitted on its spots, maps every
         slide to the same reference stain. Recorded in the model and applied again when it is reused.
     size
-        Tile side in spot diameters (1). A model reused on a section whose spot size in µm is known
+        Tile side in spot diameters (2: the spot and its surroundings; paper: 1). On HER2ST (C2 + C3 + C4 → C5,
+        ridge on tissue-encoder features) tiles of 2 diameters scored a mean per-gene r of 0.139, 1
+        diameter 0.125 and 4 diameters 0.131. A model reused on a section whose spot size in µm is known
         extracts tiles of the physical size it was trained on.
+    encoder
+        ``"tissue"`` (stfuse's default image encoder, :class:`stfuse.nn.TissueCNN`, 160 px tiles) or
+        ``"histospace"`` (the paper's autoencoder encoder, 128 px tiles). Frozen unless ``finetune_encoder``.
     head
-        ``"conv"`` (paper: convolution block + two FC layers, Adam) or ``"ridge"`` (ridge regression
-        on the per-channel mean and sd of the frozen encoder's maps, penalty chosen by the validation
-        spots' mean per-gene r; seconds instead of minutes). See :class:`stfuse.models.HistoSPACE`.
+        ``"mlp"`` (default: the per-channel mean and sd of the encoder's maps, standardised, dropout 0.5,
+        FC 512, GELU, dropout 0.8, FC), ``"conv"`` (paper: convolution block + two FC layers) or ``"ridge"``
+        (ridge regression on the same pooled maps, penalty chosen by the validation spots' mean per-gene
+        r; seconds). See :class:`stfuse.models.HistoSPACE`.
     validation
         What model selection (epoch, or ridge penalty) watches: ``"section"`` (default) every spot of
         one reference section drawn with ``random_state`` and not trained on, so the choice reflects
@@ -254,11 +270,12 @@ def histospace(
         counterpart of ``augment``; on HER2ST validation blocks it raised the mean per-gene r from 0.13
         to 0.15). Prediction costs 8× more; ``tta=False`` for very large slides on a CPU.
     tile_ram_gb
-        Training tiles beyond this size (GiB; 48 KiB per 128 px tile) are kept in a temporary file
+        Training tiles beyond this size (GiB; 75 KiB per 160 px tile) are kept in a temporary file
         instead of memory.
     cache_gb
-        Memory for the frozen encoder's maps of the training tiles (float16, 64 KiB per tile and
-        rotation/flip); above it they are recomputed batch by batch. Maps stay in the process-wide
+        Memory for the frozen encoder's maps of the training tiles (float16; 37.5 KiB per tile and
+        rotation/flip for the tissue encoder, 64 KiB for the histospace one); above it they are
+        recomputed batch by batch. Maps stay in the process-wide
         :data:`stfuse.nn.map_cache` (at most ``sf.nn.map_cache.max_gb``, 2 GiB), so another call on
         the same tiles (another fold, the refit, test-time augmentation) does not encode them again;
         ``sf.nn.map_cache.clear()`` frees that memory.
@@ -300,7 +317,8 @@ def histospace(
     """
     refs = data.as_list(reference)
     _check_args(refs, model, genes, epochs=epochs, batch_size=batch_size, loss=loss, lr=lr, key_added=key_added,
-                val_fraction=val_fraction, stain=stain, size=size, validation=validation, head=head)
+                val_fraction=val_fraction, stain=stain, size=size, validation=validation, head=head,
+                encoder=encoder)
     select = selection(locals())
     spots = get_spots(target, **select, need_image=True, image_hint=_IMAGE_HINT, require_table=False)
     tables = list(getattr(target, "tables", {}))
@@ -325,6 +343,7 @@ def histospace(
                                                                   image_hint=_IMAGE_HINT, need_genes=True)]
             chosen = data.select_genes([s.table for s in ref_spots], genes, n_top_genes=n_top_genes, layer=layer)
             make = functools.partial(_new_model, ref_spots, chosen, finetune_encoder=finetune_encoder, head=head,
+                                     encoder=encoder,
                                      device=device, random_state=random_state, size=size, stain=stain, layer=layer,
                                      **model_kwargs)
             fit = {"epochs": int(epochs), "batch_size": int(batch_size), "lr": lr, "weight_decay": float(weight_decay),
