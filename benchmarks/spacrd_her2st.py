@@ -12,7 +12,8 @@
            separately).
 ``images`` train on C2–C5 + B4, score C6; train on C2–C6, score B4 (author-cluster labels: cancer when the
            cluster name starts with "cancer"; spots without a cluster are unlabelled and not scored), with
-           and without the image branch.
+           and without the image branch, beside logistic regression on the same genes (with and without the
+           image features).
 
 Run from the project root::
 
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 import stfuse as sf
+from stfuse.im._encoders import DEFAULT_ENCODER
 from stfuse.models import gmm_threshold
 
 from ._util import append_results, keyword_options, table
@@ -68,31 +70,38 @@ def _prep(sd: Any, genes: list[str], *, smooth: bool) -> np.ndarray:
     return (X + (X[np.maximum(nb, 0)] * ok[..., None]).sum(1)) / (1 + ok.sum(1, keepdims=True))
 
 
-def _baseline(refs: list[Any], target: Any, genes: list[str], key: str, seed: int, *, smooth: bool = False) -> np.ndarray:
+def _baseline(refs: list[Any], target: Any, genes: list[str], key: str, seed: int, *, smooth: bool = False,
+              image: Any = None) -> np.ndarray:
     """Logistic regression on the genes SpaCRD used, prepared the same way (per-section min-max).
 
     ``smooth=False``: sklearn's default ``C=1`` on each spot's own expression. ``smooth=True``: on the
     mean of each spot and its 6 nearest spots (the neighbourhood SpaCRD attends to), ``C`` chosen
-    among 1e-3..1 by leave-one-reference-section-out AUC (never on the target).
+    among 1e-3..1 by leave-one-reference-section-out AUC (never on the target). ``image``: a function
+    of a section giving its per-section z-scored image features, appended to the expression (C chosen
+    the same way).
     """
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import LeaveOneGroupOut
 
+    def inputs(sd: Any) -> np.ndarray:
+        X = _prep(sd, genes, smooth=smooth)
+        return X if image is None else np.hstack([X, image(sd)])
+
     X, y, groups = [], [], []
     for i, r in enumerate(refs):
         lab, ok = _truth(r, key)
-        X.append(_prep(r, genes, smooth=smooth)[ok])
+        X.append(inputs(r)[ok])
         y.append(lab)
         groups.append(np.full(len(lab), i))
     X, y, groups = np.vstack(X), np.concatenate(y), np.concatenate(groups)
-    if smooth and len(refs) > 2:
+    if (smooth or image is not None) and len(refs) > 2:
         folds = [(a, b) for a, b in LeaveOneGroupOut().split(X, y, groups) if len(np.unique(y[b])) == 2]
         lr = LogisticRegressionCV(Cs=[1e-3, 1e-2, 1e-1, 1.0], cv=folds, scoring="roc_auc", max_iter=3000,
                                   random_state=seed)
     else:
         lr = LogisticRegression(max_iter=3000, random_state=seed)
     lr.fit(X, y)
-    return lr.predict_proba(_prep(target, genes, smooth=smooth))[:, 1]
+    return lr.predict_proba(inputs(target))[:, 1]
 
 
 def _metrics(truth: np.ndarray, ok: np.ndarray, scores: np.ndarray, calls: np.ndarray) -> dict[str, float]:
@@ -269,32 +278,58 @@ def summary(seeds: list[int], sections: list[str], epochs: int | None, undetermi
 
 
 def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, encoder: str,
-           targets: list[str] | None = None) -> None:
+           targets: list[str] | None = None, options: dict[str, Any] | None = None) -> None:
+    from stfuse._spots import get_spots
+
     secs = ("C2", "C3", "C4", "C5", "C6", "B4")
     data = {s: _read(s, image=True) for s in secs}
     for sd in data.values():  # embed once; sf.tl.spacrd reuses the cached obsm embedding of every section
         sf.im.embed(sd, encoder)
+
+    def image_of(sd: Any) -> np.ndarray:  # what SpaCRD's image branch reads (the cached embedding), scaled the same way
+        return sf.data.standardise(sf.im.image_features(get_spots(sd, need_image=True), encoder).X)
+
     splits = [(["C2", "C3", "C4", "C5", "B4"], "C6"), (["C2", "C3", "C4", "C5", "C6"], "B4")]
     splits = [(train, held) for train, held in splits if not targets or held in targets]
     rows = []
+
+    def fmt(vals: list[float]) -> str:
+        return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+
     for train, held in splits:
         refs = [data[s] for s in train]
+        truth, ok = _truth(data[held], CLUSTER_KEY)
+        base = {"train": "+".join(train), "target": held, "spots": int(ok.sum()), "cancer": int(truth.sum())}
+        genes = None
         for use_image in (True, False):
             res = []
             for seed in seeds:
                 kw = ({"use_image": use_image, "encoder": encoder} | ({"epochs": epochs} if epochs else {})
-                      | ({"pretrain_epochs": pretrain_epochs} if pretrain_epochs is not None else {}))
-                m, _, dt, _ = _run(refs, data[held], CLUSTER_KEY, seed, **kw)
+                      | ({"pretrain_epochs": pretrain_epochs} if pretrain_epochs is not None else {}) | (options or {}))
+                m, uns, dt, tab = _run(refs, data[held], CLUSTER_KEY, seed, **kw)
+                m["best f1"] = _best_f1(truth, tab.obs["spacrd_score"].to_numpy()[ok])
+                m["s"] = dt
                 res.append(m)
-                print(f"{held} image={use_image} seed {seed}: {m} ({dt:.0f} s)", flush=True)
-            row = {"train": "+".join(train), "target": held, "image branch": "yes" if use_image else "no"}
-            for k in ("auc", "ap", "f1"):
-                vals = [r[k] for r in res]
-                row[k] = f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(seeds) > 1 else f"{vals[0]:.3f}"
+                genes = list(uns["genes"])
+                print(f"{held} image={use_image} seed {seed}: {m} ({dt:.0f} s, {uns['params'].get('validation')})", flush=True)
+            row = base | {"method": "SpaCRD" + (" (image + expression)" if use_image else " (expression)")}
+            row |= {k: fmt([r[k] for r in res]) for k in ("auc", "ap", "f1", "best f1")} | {
+                "s per fit": f"{np.mean([r['s'] for r in res]):.0f}"}
             rows.append(row)
             print(row, flush=True)
+        for name, img in (("LR (expression)", None), ("LR (image + expression)", image_of)):
+            score = _baseline(refs, data[held], genes, CLUSTER_KEY, 0, image=img)
+            m = sf.metrics.classification(truth, score[ok], pred=(score >= gmm_threshold(score).threshold)[ok])
+            rows.append(base | {"method": name, "auc": f"{m['auc']:.3f}", "ap": f"{m['ap']:.3f}", "f1": f"{m['f1']:.3f}",
+                                "best f1": f"{_best_f1(truth, score[ok]):.3f}"})
+            print(rows[-1], flush=True)
     body = (f"Cluster-derived labels (cancer = author cluster named 'cancer…'; spots without a cluster unscored), "
-            f"encoder={encoder!r}, epochs={epochs or 'default'}, pretrain_epochs={'default' if pretrain_epochs is None else pretrain_epochs}, seeds {seeds} (mean ± sd). F1 at the GMM threshold.\n\n" + table(rows))
+            f"encoder={encoder!r}, epochs={epochs or 'default'}, pretrain_epochs={'default' if pretrain_epochs is None else pretrain_epochs}"
+            f"{''.join(f', {k}={v!r}' for k, v in (options or {}).items())}, seeds {seeds} (SpaCRD: mean ± sd). F1 at the GMM "
+            "threshold of the target's scores for every method; 'best f1' = the best F1 of any threshold (uses the labels). "
+            "LR = logistic regression on the genes SpaCRD used, prepared the same way (per-section min-max), with the "
+            "per-section z-scored image features appended for 'image + expression'; C among 1e-3..1 by leave-one-"
+            "reference-section-out AUC.\n\n" + table(rows))
     append_results("SpaCRD: HER2ST with images (C2–C6, B4)", body,
                    "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st images " + " ".join(sys.argv[2:]))
 
@@ -307,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--held", nargs="+", default=None, help="lopo: the folds (held-out sections) to run; default all")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--pretrain-epochs", type=int, default=None, help="images: alignment pre-training epochs")
-    p.add_argument("--encoder", default="histospace")
+    p.add_argument("--encoder", default=DEFAULT_ENCODER, help="images: the image encoder (default: the tools' default)")
     p.add_argument("--targets", nargs="+", choices=["C6", "B4"], default=None, help="images: the splits to run (targets)")
     p.add_argument("--validation", choices=["section", "spots", "none"], default="section",
                    help="lopo: what SpaCRD's early stopping watches (sf.tl.spacrd validation=)")
@@ -316,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--undetermined", choices=["normal", "unlabelled"], default="normal",
                    help="training labels of spots the pathologist marked undetermined (lopo)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="lopo/summary: further sf.tl.spacrd keyword arguments (Python literals), e.g. average_from=5")
+                   help="lopo/summary/images: further sf.tl.spacrd keyword arguments (Python literals), e.g. average_from=5")
     a = p.parse_args(argv)
     options = keyword_options(a.set)
     sf.settings.verbosity = 1
@@ -325,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     elif a.mode == "summary":
         summary(a.seeds, a.sections, a.epochs, a.undetermined, a.validation, options)
     else:
-        images(a.seeds, a.epochs, a.pretrain_epochs, a.encoder, a.targets)
+        images(a.seeds, a.epochs, a.pretrain_epochs, a.encoder, a.targets, options)
 
 
 if __name__ == "__main__":

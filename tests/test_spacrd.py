@@ -83,6 +83,49 @@ def test_fusion_layernorm_is_over_features_not_neighbours():
     assert out["mu"].shape == (3, TINY["latent"]) and out["logit"].shape == (3,)
 
 
+def test_skip_fuses_the_centre_spots_own_embeddings_beside_the_attention():
+    tokens = sf.nn.neighbourhood_tokens(torch.tensor([[1, 2], [0, 2], [0, 1]]))
+    g, i = torch.randn(3, 10), torch.randn(3, 6)
+    plain, skip = SpaCRDModule(10, 6, **TINY).eval(), SpaCRDModule(10, 6, skip=True, **TINY).eval()
+    assert plain.fuse.in_features == 2 * TINY["dim"] and skip.fuse.in_features == 4 * TINY["dim"]
+    assert skip(g, i, tokens)["logit"].shape == (3,)
+    # the skip carries the centre's own embeddings: zeroing the attention's share of the fusion leaves them
+    with torch.no_grad():
+        skip.fuse.weight[:, : 2 * TINY["dim"]] = 0
+        emb = skip.embed(g, i)
+        own = torch.cat([emb["image"], emb["gene"]], dim=1)
+        expected = skip.norm(own @ skip.fuse.weight[:, 2 * TINY["dim"]:].T + skip.fuse.bias)
+        torch.testing.assert_close(skip(g, i, tokens)["h"], expected)
+    # without the attention there is nothing to skip past: the centre embeddings are fused once
+    assert SpaCRDModule(10, 6, cross_attention=False, skip=True, **TINY).fuse.in_features == 2 * TINY["dim"]
+
+
+def test_summed_vae_terms_are_the_means_times_the_widths():
+    tokens = sf.nn.neighbourhood_tokens(torch.tensor([[1], [0], [3], [2]]))
+    g, i, labels = torch.randn(4, 10), torch.randn(4, 6), torch.tensor([1, 0, -1, 1])
+    kw = dict(alignment=True, beta=0.5, gamma=0.1, temperature=0.07, alpha=0.5)
+    # the paper's sums over features / latent dimensions = the means times the widths
+    mean = SpaCRDModule(10, 6, **TINY).eval()
+    summed = SpaCRDModule(10, 6, vae_reduction="sum", **TINY).eval()
+    summed.load_state_dict(mean.state_dict())
+    out = mean(g, i, tokens)
+    a, b = mean.losses(out, labels, **kw), summed.losses(out, labels, **kw)
+    torch.testing.assert_close(b["recon"], a["recon"] * TINY["dim"])
+    torch.testing.assert_close(b["kl"], a["kl"] * TINY["latent"])
+    torch.testing.assert_close(a["recon"], torch.nn.functional.mse_loss(out["recon"], out["h"]))
+    with pytest.raises(sf.InputError, match="vae_reduction"):
+        SpaCRDModule(10, 6, vae_reduction="max", **TINY)
+
+
+def test_model_options_train_save_and_reload(tmp_path):
+    X, img, nb, y = _arrays()
+    m = SpaCRD(n_genes=12, n_image=5, device="cpu", vae_reduction="sum", skip=True, **TINY)
+    m.fit(X, img, nb, y, epochs=2, pretrain_epochs=1, lr=1e-2, batch_size=32, patience=None)
+    back = SpaCRD.load(m.save(tmp_path / "m"), device="cpu")
+    assert back.params["skip"] and back.params["vae_reduction"] == "sum" and back.module.skip
+    np.testing.assert_array_equal(back.predict(X, img, nb), m.predict(X, img, nb))
+
+
 def test_vae_prior_term_is_bounded_by_zero():
     net = SpaCRDModule(10, 6, **TINY).train()
     tokens = sf.nn.neighbourhood_tokens(torch.tensor([[1], [0], [3], [2]]))
@@ -324,6 +367,19 @@ def test_spacrd_early_stopping_watches_a_whole_reference_section(sections):
     chosen = model.info["selection"]["best_epoch"]
     assert len(model.info["history"]["loss"]) == chosen and model.info["training"]["n_train"] == 500
     assert _table(out).uns["spacrd"]["params"]["validation"].endswith(f"chose {chosen} epochs, then refit on every reference")
+    # several held-out sections: one selection run each, the refit trains for the median of their best epochs
+    third = sf.datasets.toy(n_spots=200, seed=4, image=False)
+    _table(third).obs["section"] = "third"
+    out, model = sf.tl.spacrd(tgt, [ref, other, third], use_image=False, validation_sections=3, copy=True,
+                              return_model=True, **fast)
+    sel = model.info["selection"]
+    assert sorted(sel["sections"]) == ["section other", "section third", "section toy"]
+    assert len(sel["histories"]) == 3 and sel["best_epoch"] == max(1, round(float(np.median(sel["best_epochs"]))))
+    assert len(model.info["history"]["loss"]) == sel["best_epoch"] and model.info["training"]["n_train"] == 700
+    assert _table(out).uns["spacrd"]["params"]["validation"].endswith(
+        f"(median {sel['best_epoch']}), then refit on every reference")
+    with pytest.raises(sf.InputError, match="validation_sections"):
+        sf.tl.spacrd(tgt, [ref, other], use_image=False, validation_sections=0, **FAST)
     # one reference: a whole section cannot be held out, random spots are (and the record says so)
     one = sf.tl.spacrd(tgt, ref, use_image=False, copy=True, **fast)
     assert _table(one).uns["spacrd"]["params"]["validation"].endswith("random reference spots")

@@ -79,6 +79,14 @@ class SpaCRDModule(nn.Module):
         ``False``: fuse the centre spot's embeddings without neighbours (ablation).
     vae
         ``False``: classify ``h*`` directly, no VAE (ablation).
+    skip
+        ``True``: the fusion also sees each centre spot's own modality embeddings beside the
+        attention outputs (``h* = LayerNorm(Linear([h_his; h_gene; z_image; z_gene]))``, the skip of
+        PyG's ``TransformerConv``), so the model can weigh a spot against its neighbourhood. The paper
+        has no skip (``False``).
+    vae_reduction
+        ``"mean"``: the VAE's reconstruction and KL are means over the features / latent dimensions;
+        ``"sum"``: sums over them (the paper's Eq. 16–17: 512× and 64× the weight against the BCE).
 
     Examples
     --------
@@ -93,12 +101,16 @@ class SpaCRDModule(nn.Module):
     def __init__(self, n_genes: int, n_image: int, *, hidden: Sequence[int] = (1024, 512), dim: int = 512,
                  heads: int = 8, dropout: float = 0.2, attn_dropout: float = 0.1,
                  vae_hidden: Sequence[int] = (256, 128), latent: int = 64, cross_attention: bool = True,
-                 vae: bool = True) -> None:
+                 vae: bool = True, skip: bool = False, vae_reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
         if n_genes <= 0 and n_image <= 0:
             raise InputError("SpaCRD needs at least one modality (genes or image).")
         self.use_genes, self.use_image = n_genes > 0, n_image > 0
         self.cross_attention, self.vae = bool(cross_attention), bool(vae)
+        self.skip = bool(skip) and self.cross_attention  # without attention the centre embeddings are fused already
+        if vae_reduction not in ("mean", "sum"):
+            raise InputError(f"vae_reduction must be 'mean' or 'sum', got {vae_reduction!r}.")
+        self.vae_reduction = vae_reduction
         self.gene_encoder = mlp([n_genes, *hidden, dim], dropout=dropout) if self.use_genes else None
         self.image_encoder = mlp([n_image, *hidden, dim], dropout=dropout) if self.use_image else None
         n_mod = int(self.use_genes) + int(self.use_image)
@@ -108,7 +120,7 @@ class SpaCRDModule(nn.Module):
                 if self.use_image else None
             self.attend_gene = NeighbourhoodCrossAttention(dim, dim, dim, heads=heads, dropout=attn_dropout) \
                 if self.use_genes else None
-        self.fuse = nn.Linear(n_mod * dim, dim)
+        self.fuse = nn.Linear((2 if self.skip else 1) * n_mod * dim, dim)
         self.norm = nn.LayerNorm(dim)  # over the feature axis of each spot
         if self.vae:
             self.vae_encoder = mlp([dim, *vae_hidden], batchnorm=False, last_activation=True)
@@ -155,6 +167,8 @@ class SpaCRDModule(nn.Module):
                 parts.append(self.attend_his(zi, zg if zg is not None else zi, tokens))
             if self.use_genes:  # gene-guided: gene queries attend over the image tokens
                 parts.append(self.attend_gene(zg, zi if zi is not None else zg, tokens))
+            if self.skip:
+                parts += [emb[m][centres] for m in ("image", "gene") if m in emb]
         else:
             parts = [emb[m][centres] for m in ("image", "gene") if m in emb]
         h = self.norm(self.fuse(torch.cat(parts, dim=1)))
@@ -188,11 +202,12 @@ class SpaCRDModule(nn.Module):
         terms["align"] = (info_nce(out["z_image"], out["z_gene"], temperature=temperature, alpha=alpha)
                           if alignment and "z_image" in out and "z_gene" in out and len(labels) > 1 else zero)
         if self.vae:
-            recon = F.mse_loss(out["recon"], out["h"])
+            reduce = (lambda t: t.sum(1).mean()) if self.vae_reduction == "sum" else torch.mean
+            recon = reduce((out["recon"] - out["h"]) ** 2)
             if has_labels:
                 mu, logvar = out["mu"][labelled], out["logvar"][labelled]
                 prior = self.class_means[labels[labelled].long()]
-                kl = 0.5 * (logvar.exp() + (mu - prior) ** 2 - 1.0 - logvar).mean()
+                kl = 0.5 * reduce(logvar.exp() + (mu - prior) ** 2 - 1.0 - logvar)
             else:
                 kl = zero
             terms["recon"], terms["kl"] = recon, kl
@@ -235,8 +250,9 @@ class SpaCRD(BaseModel):
         Ablations of the paper's Table 4: drop the image branch, the gene branch, the neighbourhood
         cross-attention (the centre spot's embeddings are fused alone), the VAE (classify ``h*``), or the
         InfoNCE alignment loss.
-    hidden, dim, heads, dropout, attn_dropout, vae_hidden, latent
-        Widths and dropouts (paper defaults); see :class:`SpaCRDModule`.
+    hidden, dim, heads, dropout, attn_dropout, vae_hidden, latent, skip, vae_reduction
+        Widths, dropouts (paper defaults), the centre-spot skip and the VAE terms' reduction; see
+        :class:`SpaCRDModule`.
     beta
         Weight of the KL term of the category-regularised VAE (paper: 0.5).
     gamma
@@ -271,8 +287,9 @@ class SpaCRD(BaseModel):
                  use_image: bool = True, use_genes: bool = True, cross_attention: bool = True, vae: bool = True,
                  alignment: bool = True, hidden: Sequence[int] = (1024, 512), dim: int = 512, heads: int = 8,
                  dropout: float = 0.2, attn_dropout: float = 0.1, vae_hidden: Sequence[int] = (256, 128),
-                 latent: int = 64, beta: float = 0.5, gamma: float = 0.1, temperature: float = 0.07,
-                 alpha: float = 0.5, device: str = "auto", random_state: int = 0) -> None:
+                 latent: int = 64, skip: bool = False, vae_reduction: Literal["mean", "sum"] = "mean",
+                 beta: float = 0.5, gamma: float = 0.1, temperature: float = 0.07, alpha: float = 0.5,
+                 device: str = "auto", random_state: int = 0) -> None:
         if not use_image and not use_genes:
             raise InputError("use_image=False and use_genes=False leave SpaCRD with no input; keep at least one.")
         n_genes = int(n_genes) if use_genes else 0
@@ -289,8 +306,8 @@ class SpaCRD(BaseModel):
             use_genes=bool(use_genes), cross_attention=bool(cross_attention), vae=bool(vae),
             alignment=bool(alignment), hidden=[int(h) for h in hidden], dim=int(dim), heads=int(heads),
             dropout=float(dropout), attn_dropout=float(attn_dropout), vae_hidden=[int(h) for h in vae_hidden],
-            latent=int(latent), beta=float(beta), gamma=float(gamma), temperature=float(temperature),
-            alpha=float(alpha),
+            latent=int(latent), skip=bool(skip), vae_reduction=str(vae_reduction), beta=float(beta),
+            gamma=float(gamma), temperature=float(temperature), alpha=float(alpha),
         )
 
     def _build(self) -> SpaCRDModule:
@@ -298,7 +315,8 @@ class SpaCRD(BaseModel):
         return SpaCRDModule(
             p["n_genes"], p["n_image"], hidden=p["hidden"], dim=p["dim"], heads=p["heads"], dropout=p["dropout"],
             attn_dropout=p["attn_dropout"], vae_hidden=p["vae_hidden"], latent=p["latent"],
-            cross_attention=p["cross_attention"], vae=p["vae"],
+            cross_attention=p["cross_attention"], vae=p["vae"], skip=p.get("skip", False),
+            vae_reduction=p.get("vae_reduction", "mean"),
         )
 
     @property

@@ -49,7 +49,7 @@ def _check_args(refs: list[Any], model: SpaCRD | None, label_key: str, **values:
         raise InputError("use_image=False and use_genes=False leave SpaCRD with no input; keep at least one.")
     if values["connectivity_key"] is not None and not isinstance(values["connectivity_key"], str):
         raise InputError(f"connectivity_key must be an obsp key or None, got {values['connectivity_key']!r}.")
-    for name in ("epochs", "batch_size", "n_neighs", "n_top_genes"):
+    for name in ("epochs", "batch_size", "n_neighs", "n_top_genes", "validation_sections"):
         value = values[name]
         if not isinstance(value, int | np.integer) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}.")
@@ -65,17 +65,18 @@ def _check_args(refs: list[Any], model: SpaCRD | None, label_key: str, **values:
 
 
 def _validation(sections: list[data.Section], y: np.ndarray, how: str | None, val_fraction: float,
-                seed: int) -> tuple[np.ndarray, str]:
+                seed: int, n_sections: int = 1) -> list[tuple[np.ndarray, str]]:
     """Rows of the stacked reference spots that early stopping watches, and what they are (for ``uns``).
 
-    ``"section"``: every spot of one reference section, drawn with ``seed`` among the sections whose
-    labels hold both classes while the others still do; with fewer than two references, or none
-    eligible, the ``"spots"`` split is used and a warning says so. ``"spots"``: a stratified random
+    ``"section"``: every spot of a reference section, drawn with ``seed`` among the sections whose
+    labels hold both classes while the others still do; ``n_sections`` such sections (as many as
+    are eligible, one split each); with fewer than two references, or none eligible, the
+    ``"spots"`` split is used and a warning says so. ``"spots"``: a stratified random
     ``val_fraction`` of the labelled spots. ``None``: nothing held out.
     """
     rng = np.random.default_rng(seed)
     if how is None or (val_fraction == 0 and how == "spots"):
-        return np.empty(0, np.int64), "none"
+        return [(np.empty(0, np.int64), "none")]
     if how == "section":
         def both_classes(labels: np.ndarray) -> bool:
             return bool((labels == 1).any() and (labels == 0).any())
@@ -84,13 +85,14 @@ def _validation(sections: list[data.Section], y: np.ndarray, how: str | None, va
         eligible = [i for i, s in enumerate(sections)
                     if both_classes(s.labels) and both_classes(np.delete(y, np.arange(ends[i], ends[i + 1])))]
         if len(sections) >= 2 and eligible:
-            i = int(rng.choice(eligible))
-            return np.arange(ends[i], ends[i + 1]), f"section {sections[i].name}"
+            drawn = ([int(rng.choice(eligible))] if n_sections == 1
+                     else [int(i) for i in rng.choice(eligible, min(n_sections, len(eligible)), replace=False)])
+            return [(np.arange(ends[i], ends[i + 1]), f"section {sections[i].name}") for i in drawn]
         log.warning("validation='section' needs two or more reference sections with both classes; early stopping "
                     f"watches a random {val_fraction:.0%} of the reference spots instead, which cannot see how "
                     "the model transfers to a new section")
     _, val = data.stratified_split(y, val_fraction, rng)
-    return val, f"{len(val)} random reference spots"
+    return [(val, f"{len(val)} random reference spots")]
 
 
 def _registry(refs: list[data.Section], spots: Spots, *, use_genes: bool, use_image: bool, n_top_genes: int,
@@ -152,8 +154,8 @@ def _params(model: SpaCRD, reg: data.Registry, feats: Any, *, label_key: str, n_
 
 
 def _train(reg: data.Registry, sections: list[data.Section], y: np.ndarray, features: Any, *, layer: str | None,
-           epochs: int, patience: int | None, validation: str | None, refit: bool, model_kw: dict[str, Any],
-           fit_kw: dict[str, Any]) -> tuple[SpaCRD, dict[str, Any]]:
+           epochs: int, patience: int | None, validation: str | None, refit: bool, validation_sections: int,
+           model_kw: dict[str, Any], fit_kw: dict[str, Any]) -> tuple[SpaCRD, dict[str, Any]]:
     """Stack the references, train with early stopping on the held-out rows, then refit on every reference."""
     parts = [_inputs(reg, r.spots, features(r.spots), model_kw["n_neighs"], layer) for r in sections]
     use_genes, use_image = model_kw["use_genes"], model_kw["use_image"]
@@ -172,16 +174,27 @@ def _train(reg: data.Registry, sections: list[data.Section], y: np.ndarray, feat
 
     log.info(f"spacrd: training on {len(y)} spots of {len(sections)} reference section(s) "
              f"({int((y == 1).sum())} cancer, {int((y == 0).sum())} normal, {int((y < 0).sum())} unlabelled)")
-    val, held_out = _validation(sections, y, validation, fit_kw["val_fraction"], fit_kw["random_state"])
+    splits = _validation(sections, y, validation, fit_kw["val_fraction"], fit_kw["random_state"],
+                         n_sections=validation_sections if refit else 1)
+    val, held_out = splits[0]
     model = fit(epochs, val)
     best = model.info["history"].get("best_epoch")
     if refit and held_out.startswith("section") and best:
-        chosen = int(best[0])
-        log.info(f"spacrd: {held_out} chose {chosen} epochs; refitting on every reference for {chosen} epochs")
-        first = model.info["history"]
+        histories, bests = [model.info["history"]], [int(best[0])]
+        for val, _ in splits[1:]:  # one selection run per further held-out section
+            h = fit(epochs, val).info["history"]
+            histories.append(h)
+            bests.append(int(h["best_epoch"][0]))
+        chosen = max(1, round(float(np.median(bests))))
+        held_out = (held_out if len(splits) == 1
+                    else "sections " + ", ".join(d.removeprefix("section ") for _, d in splits)
+                    + f" chose {', '.join(map(str, bests))} epochs (median {chosen})")
+        log.info(f"spacrd: {held_out}; refitting on every reference for {chosen} epochs")
         model = fit(chosen, np.empty(0, np.int64))
-        model.info["selection"] = {"history": first, "best_epoch": chosen}
-        held_out = f"{held_out} chose {chosen} epochs, then refit on every reference"
+        model.info["selection"] = {"history": histories[0], "histories": histories, "best_epochs": bests,
+                                   "sections": [d for _, d in splits], "best_epoch": chosen}
+        held_out = (f"{held_out} chose {chosen} epochs" if len(splits) == 1 else held_out) + \
+            ", then refit on every reference"
     model.info["validation"] = held_out
     return model, ref_graphs
 
@@ -216,6 +229,7 @@ def spacrd(
     lr: float = 1e-4,
     batch_size: int = 256,
     validation: Literal["section", "spots"] | None = "section",
+    validation_sections: int = 1,
     val_fraction: float = 0.1,
     patience: int | None = 10,
     refit: bool = True,
@@ -313,6 +327,11 @@ def spacrd(
         random ``val_fraction`` of the reference spots (these sit beside training spots of the same
         sections, so their loss keeps falling while the model memorises the references).
         ``None``: no validation, all ``epochs`` are run.
+    validation_sections
+        With ``validation="section"`` and ``refit=True``: how many reference sections (drawn with
+        ``random_state``, at most every eligible one) each hold out in turn for a selection run;
+        the refit trains for the median of their best epochs, so one unlike section (e.g. of
+        another patient, or nearly all one class) cannot choose alone. Each costs one more training.
     val_fraction
         Fraction of the labelled reference spots held out with ``validation="spots"``.
     patience
@@ -363,7 +382,7 @@ def spacrd(
     use_image, use_genes = _check_args(
         refs, model, label_key, use_image=use_image, use_genes=use_genes, epochs=epochs, batch_size=batch_size,
         n_neighs=n_neighs, connectivity_key=connectivity_key, n_top_genes=n_top_genes, pretrain_epochs=pretrain_epochs,
-        schedule=schedule, validation=validation, val_fraction=val_fraction)
+        schedule=schedule, validation=validation, val_fraction=val_fraction, validation_sections=validation_sections)
 
     # --- resolve every section before computing anything -------------------------------------
     spots = get_spots(target, **selection(locals()), need_image=use_image, image_hint=_IMAGE_HINT)
@@ -403,7 +422,8 @@ def spacrd(
                   "batch_size": int(batch_size), "val_fraction": val_fraction, "average_from": average_from,
                   "random_state": random_state}
         model, ref_graphs = _train(reg, sections, y, features, layer=layer, epochs=epochs, patience=patience,
-                                   validation=validation, refit=refit, model_kw=model_kw, fit_kw=fit_kw)
+                                   validation=validation, refit=refit, validation_sections=int(validation_sections),
+                                   model_kw=model_kw, fit_kw=fit_kw)
 
     # --- score the target, write ----------------------------------------------------------------
     scores = model.predict(X, image, nb_t)
