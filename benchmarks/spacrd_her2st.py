@@ -118,24 +118,26 @@ def _run(refs: list[Any], target: Any, key: str, seed: int, **kw: Any) -> tuple[
     return m, tab.uns["spacrd"], dt, tab
 
 
+def _fmt(vals: list[float]) -> str:
+    """Mean ± sd over seeds (the value alone for one seed)."""
+    return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+
+
 BASELINES = {"LR": "lr", "LR smooth": "lrs"}  # report name -> column prefix in the saved per-spot frames
 
 
 def _summary(results: dict[str, dict[int, dict[str, float]]], base: dict[str, dict[str, dict[str, float]]],
              seeds: list[int], spots: dict[str, tuple[int, int]], extra: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
     """Rows per section (SpaCRD mean ± sd over seeds, the baselines) and a mean row (± sd over seeds of the mean)."""
-    def fmt(vals: list[float]) -> str:
-        return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
-
     rows = []
     for sec, res in results.items():
         row = {"section": sec, "spots": spots[sec][0], "cancer": spots[sec][1]}
-        row |= {f"SpaCRD {k}": fmt([res[s][k] for s in seeds]) for k in ("auc", "ap", "f1", "best f1")}
+        row |= {f"SpaCRD {k}": _fmt([res[s][k] for s in seeds]) for k in ("auc", "ap", "f1", "best f1")}
         for name, b in base.items():
             row |= {f"{name} {k}": f"{b[sec][k]:.3f}" for k in ("auc", "f1")}
         rows.append(row | extra.get(sec, {}))
     mean = {"section": "mean", "spots": sum(v[0] for v in spots.values()), "cancer": sum(v[1] for v in spots.values())}
-    mean |= {f"SpaCRD {k}": fmt([float(np.mean([results[sec][s][k] for sec in results])) for s in seeds])
+    mean |= {f"SpaCRD {k}": _fmt([float(np.mean([results[sec][s][k] for sec in results])) for s in seeds])
              for k in ("auc", "ap", "f1", "best f1")}
     for name, b in base.items():
         mean |= {f"{name} {k}": f"{np.mean([b[sec][k] for sec in b]):.3f}" for k in ("auc", "f1")}
@@ -293,9 +295,6 @@ def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, en
     splits = [(train, held) for train, held in splits if not targets or held in targets]
     rows = []
 
-    def fmt(vals: list[float]) -> str:
-        return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
-
     for train, held in splits:
         refs = [data[s] for s in train]
         truth, ok = _truth(data[held], CLUSTER_KEY)
@@ -313,7 +312,7 @@ def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, en
                 genes = list(uns["genes"])
                 print(f"{held} image={use_image} seed {seed}: {m} ({dt:.0f} s, {uns['params'].get('validation')})", flush=True)
             row = base | {"method": "SpaCRD" + (" (image + expression)" if use_image else " (expression)")}
-            row |= {k: fmt([r[k] for r in res]) for k in ("auc", "ap", "f1", "best f1")} | {
+            row |= {k: _fmt([r[k] for r in res]) for k in ("auc", "ap", "f1", "best f1")} | {
                 "s per fit": f"{np.mean([r['s'] for r in res]):.0f}"}
             rows.append(row)
             print(row, flush=True)

@@ -85,6 +85,7 @@ def _validation(sections: list[data.Section], y: np.ndarray, how: str | None, va
         eligible = [i for i, s in enumerate(sections)
                     if both_classes(s.labels) and both_classes(np.delete(y, np.arange(ends[i], ends[i + 1])))]
         if len(sections) >= 2 and eligible:
+            # one section: the draw of earlier versions (same seed, same section)
             drawn = ([int(rng.choice(eligible))] if n_sections == 1
                      else [int(i) for i in rng.choice(eligible, min(n_sections, len(eligible)), replace=False)])
             return [(np.arange(ends[i], ends[i + 1]), f"section {sections[i].name}") for i in drawn]
@@ -186,15 +187,14 @@ def _train(reg: data.Registry, sections: list[data.Section], y: np.ndarray, feat
             histories.append(h)
             bests.append(int(h["best_epoch"][0]))
         chosen = max(1, round(float(np.median(bests))))
-        held_out = (held_out if len(splits) == 1
-                    else "sections " + ", ".join(d.removeprefix("section ") for _, d in splits)
-                    + f" chose {', '.join(map(str, bests))} epochs (median {chosen})")
-        log.info(f"spacrd: {held_out}; refitting on every reference for {chosen} epochs")
+        chose = (f"{held_out} chose {chosen} epochs" if len(splits) == 1
+                 else "sections " + ", ".join(d.removeprefix("section ") for _, d in splits)
+                 + f" chose {', '.join(map(str, bests))} epochs (median {chosen})")
+        log.info(f"spacrd: {chose}; refitting on every reference for {chosen} epochs")
         model = fit(chosen, np.empty(0, np.int64))
         model.info["selection"] = {"history": histories[0], "histories": histories, "best_epochs": bests,
                                    "sections": [d for _, d in splits], "best_epoch": chosen}
-        held_out = (f"{held_out} chose {chosen} epochs" if len(splits) == 1 else held_out) + \
-            ", then refit on every reference"
+        held_out = f"{chose}, then refit on every reference"
     model.info["validation"] = held_out
     return model, ref_graphs
 
