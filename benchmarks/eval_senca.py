@@ -28,6 +28,7 @@ import numpy as np
 import stfuse as sf
 from stfuse import _keys as K
 from stfuse.data import pca
+from stfuse.im._encoders import DEFAULT_ENCODER
 from stfuse.tl._clustering import cluster
 
 from ._util import append_results, table
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         title = {"toy": "Toy (900 spots, 4 regions)", "labelled": "7 pathologist-labelled sections, gene-only",
                  "author": "B4, C2–C6 vs the authors' clusters"}[part]
         parts.append(f"{title}:\n\n" + table(summarise(res, args.seeds)))
-    body = (f"sf.tl.senca defaults{' + ' + json.dumps(base) if base else ''} (encoder `histospace`), seeds {args.seeds}; "
+    body = (f"sf.tl.senca defaults{' + ' + json.dumps(base) if base else ''} (encoder `{base.get('encoder', DEFAULT_ENCODER)}`), seeds {args.seeds}; "
             f"mean ± sd over seeds of the mean ARI over sections; per-section columns are seed means. Total "
             f"{time.perf_counter() - t0:.0f} s.\n\n" + "\n\n".join(parts))
     command = "python -m benchmarks.eval_senca " + " ".join(argv if argv is not None else sys.argv[1:])
