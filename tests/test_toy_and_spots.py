@@ -309,6 +309,29 @@ def test_settings_n_jobs_sets_torch_and_numba_threads():
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("how", ["env", "torch"])
+def test_graph_and_normalisation_keep_torch_threads(how):
+    # numba's OpenMP layer resets the shared OpenMP thread count when it first starts, so the check
+    # needs a fresh process; both numba starters stfuse meets are called (its kNN, scanpy's normalize_total)
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, numpy as np, stfuse as sf\n"
+        + ("torch.set_num_threads(1)\n" if how == "torch" else "")
+        + "sf.pp.prepare_expression(sf.datasets.toy(n_spots=100, image=False).tables['table'], n_top_genes=20)\n"
+        "sf.gr.knn(np.random.default_rng(0).random((200, 2)), 4)\n"
+        "sf.gr.radius_neighbors(np.random.default_rng(0).random((200, 2)), 0.1)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    if how == "env":
+        env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1"
+
+
 def test_settings_seed_is_the_default_seed():
     old = sf.settings.seed
     try:

@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 from ._errors import InputError
 
 __all__ = ["settings"]
+
+
+@contextmanager
+def keep_openmp_threads() -> Iterator[None]:
+    """Keep torch's CPU thread count across code that may start numba's thread pool.
+
+    numba's OpenMP layer sets the process's OpenMP thread count to all cores the first time it
+    starts (in stfuse's kernels, or in scanpy's, e.g. :func:`scanpy.pp.normalize_total`), and torch
+    shares that count: without this, ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)`` became
+    all cores' torch threads after the first graph or normalisation, and parallel processes
+    oversubscribed the cores (10x slower steps on 2 cores). torch is only imported when it is
+    loaded already or ``OMP_NUM_THREADS`` is set (otherwise the count is all cores before and after).
+    """
+    if "torch" not in sys.modules and "OMP_NUM_THREADS" not in os.environ:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 _Device = Literal["auto", "cpu", "cuda", "mps"] | str
 
