@@ -105,8 +105,9 @@ def test_summed_vae_terms_are_the_means_times_the_widths():
     g, i, labels = torch.randn(4, 10), torch.randn(4, 6), torch.tensor([1, 0, -1, 1])
     kw = dict(alignment=True, beta=0.5, gamma=0.1, temperature=0.07, alpha=0.5)
     # the paper's sums over features / latent dimensions = the means times the widths
-    mean = SpaCRDModule(10, 6, **TINY).eval()
-    summed = SpaCRDModule(10, 6, vae_reduction="sum", **TINY).eval()
+    mean = SpaCRDModule(10, 6, vae_reduction="mean", **TINY).eval()
+    summed = SpaCRDModule(10, 6, **TINY).eval()  # the default: the paper's sums
+    assert summed.vae_reduction == "sum"
     summed.load_state_dict(mean.state_dict())
     out = mean(g, i, tokens)
     a, b = mean.losses(out, labels, **kw), summed.losses(out, labels, **kw)
@@ -119,11 +120,28 @@ def test_summed_vae_terms_are_the_means_times_the_widths():
 
 def test_model_options_train_save_and_reload(tmp_path):
     X, img, nb, y = _arrays()
-    m = SpaCRD(n_genes=12, n_image=5, device="cpu", vae_reduction="sum", skip=True, **TINY)
+    m = SpaCRD(n_genes=12, n_image=5, device="cpu", vae_reduction="mean", skip=True, **TINY)
     m.fit(X, img, nb, y, epochs=2, pretrain_epochs=1, lr=1e-2, batch_size=32, patience=None)
     back = SpaCRD.load(m.save(tmp_path / "m"), device="cpu")
-    assert back.params["skip"] and back.params["vae_reduction"] == "sum" and back.module.skip
+    assert back.params["skip"] and back.params["vae_reduction"] == "mean" and back.module.skip
     np.testing.assert_array_equal(back.predict(X, img, nb), m.predict(X, img, nb))
+
+
+def test_models_saved_before_vae_reduction_load_with_mean_vae_terms(tmp_path):
+    import json
+
+    X, img, nb, y = _arrays()
+    old = SpaCRD(n_genes=12, n_image=5, device="cpu", vae_reduction="mean", **TINY)
+    old.fit(X, img, nb, y, epochs=1, pretrain_epochs=0, batch_size=32, patience=None)
+    path = old.save(tmp_path / "old")
+    config = json.loads((path / "config.json").read_text())
+    for key in ("skip", "vae_reduction"):  # what models saved before these options lack
+        config["params"].pop(key)
+    (path / "config.json").write_text(json.dumps(config))
+    back = SpaCRD.load(path, device="cpu")
+    assert back.params["vae_reduction"] == "mean" and not back.params["skip"]
+    assert back.module.vae_reduction == "mean"
+    np.testing.assert_array_equal(back.predict(X, img, nb), old.predict(X, img, nb))
 
 
 def test_vae_prior_term_is_bounded_by_zero():
