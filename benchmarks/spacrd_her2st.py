@@ -10,6 +10,10 @@
            torch threads each (processes × threads ≤ cores).
 ``summary`` the ``lopo`` report from the per-spot scores that ``lopo --held ...`` runs saved (folds run
            separately).
+``curves`` test AUC against a fixed number of epochs (no early stopping) on chosen folds (default the two
+           weakest, C1 and F1), beside the defaults' run, whose epochs a held-out reference section chose:
+           shows whether the chosen epoch sits near the best one (the labels of the test section choose
+           nothing; they only score).
 ``images`` train on C2–C5 + B4, score C6; train on C2–C6, score B4 (author-cluster labels: cancer when the
            cluster name starts with "cancer"; spots without a cluster are unlabelled and not scored), with
            and without the image branch, beside logistic regression on the same genes (with and without the
@@ -333,13 +337,56 @@ def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, en
                    "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st images " + " ".join(sys.argv[2:]))
 
 
+def curves(seeds: list[int], sections: list[str], held_out: list[str], epochs: list[int], jobs: int,
+           options: dict[str, Any]) -> None:
+    """Test AUC after a fixed number of epochs (``validation=None``) and with the defaults, per fold and seed."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    runs = [(held, seed, e) for held in held_out for seed in seeds for e in [None, *epochs]]
+    args = [(h, sections, s, e, options) for h, s, e in runs]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, initializer=_worker, initargs=(sf.settings.threads(jobs),)) as ex:
+            out = list(ex.map(_curve_point, *zip(*args)))
+    else:
+        out = [_curve_point(*a) for a in args]
+    rows = []
+    for held in held_out:
+        chosen = [o for o in out if o["held"] == held and o["epochs"] is None]
+        rows.append({"fold": held, "epochs": "defaults (" + ", ".join(str(o["chose"]) for o in chosen) + " chosen)",
+                     "auc": _fmt([o["auc"] for o in chosen]), "f1": _fmt([o["f1"] for o in chosen])})
+        for e in epochs:
+            pts = [o for o in out if o["held"] == held and o["epochs"] == e]
+            rows.append({"fold": held, "epochs": str(e), "auc": _fmt([o["auc"] for o in pts]),
+                         "f1": _fmt([o["f1"] for o in pts])})
+        print(table(rows), flush=True)
+    body = (f"Expression only (use_image=False), seeds {seeds}{''.join(f', {k}={v!r}' for k, v in options.items())}. "
+            "'defaults': sf.tl.spacrd's defaults, a held-out reference section chooses the epochs (chosen count per "
+            "seed in brackets), then a refit on every reference for that many; numbered rows: validation=None and "
+            "that many epochs on every reference. AUC / F1 (GMM threshold) of the held-out section, mean ± sd over "
+            "seeds; cancer = invasive cancer or cancer in situ, undetermined spots normal.\n\n" + table(rows))
+    append_results("SpaCRD: test AUC against epochs (leave-one-patient-out folds)", body,
+                   "STFUSE_DATA=../shared/data PYTHONPATH=src python -m benchmarks.spacrd_her2st curves "
+                   + " ".join(sys.argv[2:]))
+
+
+def _curve_point(held: str, sections: list[str], seed: int, epochs: int | None, options: dict[str, Any]) -> dict:
+    refs = [_labelled(s, "normal") for s in sections if s != held]
+    kw = {"use_image": False} | ({"validation": None, "epochs": epochs} if epochs else {}) | options
+    m, uns, dt, _ = _run(refs, _labelled(held, "normal"), "cancer", seed, **kw)
+    chose = len(uns["history"]["loss"])
+    print(f"{held} seed {seed} epochs {epochs or 'default'}: auc {m['auc']:.3f} ({dt:.0f} s, {chose} epochs)", flush=True)
+    return {"held": held, "seed": seed, "epochs": epochs, "auc": m["auc"], "f1": m["f1"], "chose": chose}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["lopo", "images", "summary"])
+    p.add_argument("mode", choices=["lopo", "images", "summary", "curves"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--sections", nargs="+", default=list(LABELLED))
     p.add_argument("--held", nargs="+", default=None, help="lopo: the folds (held-out sections) to run; default all")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--curve-epochs", type=int, nargs="+", default=[1, 2, 3, 5, 8, 12, 20, 30],
+                   help="curves: the fixed epoch counts")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="images: alignment pre-training epochs")
     p.add_argument("--encoder", default=DEFAULT_ENCODER, help="images: the image encoder (default: the tools' default)")
     p.add_argument("--targets", nargs="+", choices=["C6", "B4"], default=None, help="images: the splits to run (targets)")
@@ -356,6 +403,8 @@ def main(argv: list[str] | None = None) -> None:
     sf.settings.verbosity = 1
     if a.mode == "lopo":
         lopo(a.seeds, a.sections, a.held or a.sections, a.epochs, a.undetermined, a.validation, a.jobs, options)
+    elif a.mode == "curves":
+        curves(a.seeds, a.sections, a.held or ["C1", "F1"], a.curve_epochs, a.jobs, options)
     elif a.mode == "summary":
         summary(a.seeds, a.sections, a.epochs, a.undetermined, a.validation, options)
     else:
