@@ -248,19 +248,27 @@ def _worker(threads: int) -> None:
     sf.settings.verbosity = 0  # the fold results are printed; progress bars of parallel folds would interleave
 
 
-def lopo(seeds: list[int], sections: list[str], held_out: list[str], epochs: int | None, undetermined: str,
-         validation: str, jobs: int, options: dict[str, Any]) -> None:
-    """Folds in ``jobs`` processes, each with ``sf.settings.threads(jobs)`` torch threads (processes × threads ≤ cores)."""
+def _map(fn: Any, args: list[tuple], jobs: int) -> list[Any]:
+    """``fn(*a)`` for each of ``args``, in ``jobs`` processes or, for ``jobs`` 1, in this one.
+
+    Each process gets ``sf.settings.threads(jobs)`` torch threads (processes × threads ≤ cores); in this process
+    the threads are what the environment sets.
+    """
+    if jobs <= 1:
+        return [fn(*a) for a in args]
     from concurrent.futures import ProcessPoolExecutor
 
+    with ProcessPoolExecutor(jobs, initializer=_worker, initargs=(sf.settings.threads(jobs),)) as ex:
+        return list(ex.map(fn, *zip(*args)))
+
+
+def lopo(seeds: list[int], sections: list[str], held_out: list[str], epochs: int | None, undetermined: str,
+         validation: str, jobs: int, options: dict[str, Any]) -> None:
+    """Folds in ``jobs`` processes (see :func:`_map`)."""
     kw = {"use_image": False, "validation": None if validation == "none" else validation} | (
         {"epochs": epochs} if epochs else {}) | options
     args = [(held, sections, seeds, kw, undetermined) for held in held_out]
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs, initializer=_worker, initargs=(sf.settings.threads(jobs),)) as ex:
-            frames = dict(zip(held_out, ex.map(_fold, *zip(*args))))
-    else:
-        frames = {held: _fold(*a) for held, a in zip(held_out, args)}
+    frames = dict(zip(held_out, _map(_fold, args, jobs)))
     for held, frame in frames.items():
         _csv(held, undetermined, epochs, validation, options).parent.mkdir(exist_ok=True)
         frame.to_csv(_csv(held, undetermined, epochs, validation, options))
@@ -340,15 +348,8 @@ def images(seeds: list[int], epochs: int | None, pretrain_epochs: int | None, en
 def curves(seeds: list[int], sections: list[str], held_out: list[str], epochs: list[int], jobs: int,
            options: dict[str, Any]) -> None:
     """Test AUC after a fixed number of epochs (``validation=None``) and with the defaults, per fold and seed."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    runs = [(held, seed, e) for held in held_out for seed in seeds for e in [None, *epochs]]
-    args = [(h, sections, s, e, options) for h, s, e in runs]
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs, initializer=_worker, initargs=(sf.settings.threads(jobs),)) as ex:
-            out = list(ex.map(_curve_point, *zip(*args)))
-    else:
-        out = [_curve_point(*a) for a in args]
+    args = [(held, sections, seed, e, options) for held in held_out for seed in seeds for e in [None, *epochs]]
+    out = _map(_curve_point, args, jobs)
     rows = []
     for held in held_out:
         chosen = [o for o in out if o["held"] == held and o["epochs"] is None]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -14,28 +12,35 @@ from ._errors import InputError
 __all__ = ["settings"]
 
 
-@contextmanager
-def keep_openmp_threads() -> Iterator[None]:
-    """Keep torch's CPU thread count across code that may start numba's thread pool.
+_numba_started = False
 
-    numba's OpenMP layer sets the process's OpenMP thread count to all cores the first time it
-    starts (in stfuse's kernels, or in scanpy's, e.g. :func:`scanpy.pp.normalize_total`), and torch
-    shares that count: without this, ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)`` became
-    all cores' torch threads after the first graph or normalisation, and parallel processes
-    oversubscribed the cores (10x slower steps on 2 cores). torch is only imported when it is
-    loaded already or ``OMP_NUM_THREADS`` is set (otherwise the count is all cores before and after).
+
+def start_numba_threads() -> None:
+    """Start numba's thread pool once per process, keeping torch's CPU thread count.
+
+    numba's OpenMP layer sets the process's OpenMP thread count to all cores when its pool starts
+    (at the first parallel kernel or ``numba.get_num_threads()``, which scanpy's
+    :func:`scanpy.pp.normalize_total` calls), and torch shares that count: without this,
+    ``OMP_NUM_THREADS=1`` or ``torch.set_num_threads(1)`` became all cores' torch threads after the
+    first graph or normalisation, and parallel processes oversubscribed the cores (10x slower steps
+    on 2 cores). Call it before stfuse's or scanpy's numba code; later calls return at once. torch is
+    only imported when it is loaded already or ``OMP_NUM_THREADS`` is set (otherwise the count is
+    all cores before and after).
     """
-    if "torch" not in sys.modules and "OMP_NUM_THREADS" not in os.environ:
-        yield
+    global _numba_started
+    if _numba_started:
         return
-    import torch
+    import numba
 
-    before = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+    torch = None
+    if "torch" in sys.modules or "OMP_NUM_THREADS" in os.environ:
+        import torch
+    before = None if torch is None else torch.get_num_threads()
+    numba.get_num_threads()  # starts the pool
+    if torch is not None and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+    _numba_started = True
+
 
 _Device = Literal["auto", "cpu", "cuda", "mps"] | str
 

@@ -9,8 +9,6 @@ This module imports nothing of the Spots view, so :mod:`stfuse._spots` can use i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Literal
 
 import numba
@@ -18,7 +16,7 @@ import numpy as np
 from scipy import sparse
 
 from .._errors import InputError
-from .._settings import keep_openmp_threads, settings
+from .._settings import settings, start_numba_threads
 
 __all__ = ["detect_lattice", "grid_cells", "knn", "radius_neighbors", "spacing"]
 
@@ -191,13 +189,10 @@ def _grid(xy: np.ndarray, h: float | None, per_cell: float = 2.0):
     return x0, y0, h, nx, ny, cell, starts, order
 
 
-@contextmanager
-def _parallel() -> Iterator[None]:
-    """Run a parallel kernel on numba's threads from :attr:`settings.n_jobs`, keeping torch's count."""
-    with keep_openmp_threads():
-        if settings.n_jobs is not None:
-            numba.set_num_threads(max(1, min(int(settings.n_jobs), numba.config.NUMBA_NUM_THREADS)))
-        yield
+def _set_threads() -> None:
+    start_numba_threads()
+    if settings.n_jobs is not None:
+        numba.set_num_threads(max(1, min(int(settings.n_jobs), numba.config.NUMBA_NUM_THREADS)))
 
 
 def knn(coords: Any, k: int, *, include_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -230,14 +225,14 @@ def knn(coords: Any, k: int, *, include_self: bool = False) -> tuple[np.ndarray,
         raise InputError(f"k must be at least 1, got {k}.")
     if len(xy) == 0:
         return np.empty((0, int(k)), np.int64), np.empty((0, int(k)))
+    _set_threads()
     k = int(k)
     x0, y0, h, nx, ny, _, starts, order = _grid(xy, None, per_cell=max(2.0, k / 2.0))
     out_i = np.full((len(xy), k), -1, np.int64)
     out_d = np.full((len(xy), k), np.inf, np.float64)
     sx = np.ascontiguousarray(xy[order, 0])
     sy = np.ascontiguousarray(xy[order, 1])
-    with _parallel():
-        _knn_kernel(sx, sy, order, starts, x0, y0, h, nx, ny, k, include_self, out_i, out_d)
+    _knn_kernel(sx, sy, order, starts, x0, y0, h, nx, ny, k, include_self, out_i, out_d)
     return out_i, out_d
 
 
@@ -269,16 +264,15 @@ def radius_neighbors(coords: Any, radius: float, *, include_self: bool = False) 
     if not radius > 0:
         raise InputError(f"radius must be positive, got {radius}.")
     n = len(xy)
+    _set_threads()
     _, _, _, nx, ny, cell, starts, order = _grid(xy, float(radius))
     indptr = np.zeros(n + 1, np.int64)
     none_i, none_d = np.empty(0, np.int64), np.empty(0, np.float64)
-    with _parallel():
-        counts = _radius_pass(xy, float(radius), nx, ny, cell, starts, order, include_self, False, indptr, none_i,
-                              none_d)
-        np.cumsum(counts, out=indptr[1:])
-        indices = np.empty(indptr[-1], np.int64)
-        dists = np.empty(indptr[-1], np.float64)
-        _radius_pass(xy, float(radius), nx, ny, cell, starts, order, include_self, True, indptr, indices, dists)
+    counts = _radius_pass(xy, float(radius), nx, ny, cell, starts, order, include_self, False, indptr, none_i, none_d)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(indptr[-1], np.int64)
+    dists = np.empty(indptr[-1], np.float64)
+    _radius_pass(xy, float(radius), nx, ny, cell, starts, order, include_self, True, indptr, indices, dists)
     return sparse.csr_matrix((dists, indices, indptr), shape=(n, n))
 
 

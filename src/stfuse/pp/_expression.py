@@ -11,7 +11,7 @@ import pandas as pd
 from scipy import sparse
 
 from .._errors import GeneMismatchError, InputError
-from .._settings import keep_openmp_threads
+from .._settings import start_numba_threads
 
 __all__ = ["Expression", "check_counts", "common_genes", "prepare_expression", "shared_hvg"]
 
@@ -162,9 +162,9 @@ def prepare_expression(
     counts = a.copy() if (genes is None and n_top_genes and flavor == "seurat_v3") else None
     # library size over all genes of the table, then select: the same spot gets the same values
     # whether genes are chosen by HVG here or given explicitly (a saved model's genes)
+    start_numba_threads()  # before scanpy's numba kernels, which would start the pool unguarded
     if target_sum is not None:
-        with keep_openmp_threads():  # scanpy's numba kernels may start numba's OpenMP threads here
-            sc.pp.normalize_total(a, target_sum=target_sum)
+        sc.pp.normalize_total(a, target_sum=target_sum)
     if log1p:
         sc.pp.log1p(a)
     if genes is not None:

@@ -17,7 +17,7 @@ from .. import _logging as log
 from .._docs import inject_docs
 from .._errors import InputError, KeyNotFoundError
 from .._results import record
-from .._settings import keep_openmp_threads
+from .._settings import start_numba_threads
 from .._spots import get_spots, selection
 from ..data import prepare_pcs
 from ..im._encoders import DEFAULT_ENCODER
@@ -332,8 +332,8 @@ def stmic_markers(
     tmp = ad.AnnData(X=X.astype(np.float32, copy=True), obs=pd.DataFrame({key: groups_.to_numpy()},
                      index=table.obs_names), var=pd.DataFrame(index=table.var_names))
     tmp.obs[key] = tmp.obs[key].astype("category")
-    with keep_openmp_threads():
-        sc.pp.normalize_total(tmp, target_sum=1e4)
+    start_numba_threads()
+    sc.pp.normalize_total(tmp, target_sum=1e4)
     sc.pp.log1p(tmp)
     sc.tl.rank_genes_groups(tmp, groupby=key, method=method, groups=groups, reference=reference,
                             n_genes=n_genes, key_added=key_added, **kwargs)
