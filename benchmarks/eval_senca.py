@@ -44,6 +44,7 @@ ABLATIONS = {
     "spot-level contrast (not hierarchical)": {"hierarchical": False},
     "no cross-attention": {"cross_attention": False},
     "reconstruct each spot's own data (target_hops = 0)": {"target_hops": 0},
+    "S reconstructs expression only (recon_image_weight = 0)": {"recon_image_weight": 0.0},
     "paper literal (40 steps, Ward, reconstruct R⊕H)": {"steps": 40, "cluster_method": "ward", "reconstruct": "input",
                                                       "target_pcs": None, "propagation_hops": 1},
 }
@@ -60,15 +61,19 @@ def _truth(sdata, labelled: bool) -> tuple[np.ndarray, np.ndarray, int]:
     return lab, ok, len(np.unique(lab[ok]))
 
 
-def baseline(sdata, k: int, seed: int, method: str) -> np.ndarray:
-    """PCA 20 of 2000 HVG, averaged over each spot and its 4 nearest spots, then ``method``."""
+def baseline_embedding(sdata, seed: int) -> np.ndarray:
+    """PCA 20 of 2000 HVG, averaged over each spot and its 4 nearest spots."""
     t = sdata.tables["table"]
     X = sf.pp.prepare_expression(t, min_counts=10, n_top_genes=2000, flavor="seurat").X
     P, _ = pca(X, 20, seed)
     nbr, _ = sf.gr.knn(np.asarray(t.obsm["spatial"], float), 4)
     ok = nbr >= 0
-    P = (P + np.where(ok[..., None], P[nbr.clip(0)], 0).sum(1)) / (1 + ok.sum(1))[:, None]
-    return cluster(P, k, method=method, random_state=seed)[0]
+    return (P + np.where(ok[..., None], P[nbr.clip(0)], 0).sum(1)) / (1 + ok.sum(1))[:, None]
+
+
+def baseline(sdata, k: int, seed: int, method: str) -> np.ndarray:
+    """The smoothed-PCA baseline (:func:`baseline_embedding`), then ``method``."""
+    return cluster(baseline_embedding(sdata, seed), k, method=method, random_state=seed)[0]
 
 
 def _score(sdata, k, truth, ok, seeds, rows_by_name, name, run):

@@ -128,6 +128,7 @@ def _fmt(vals: list[float]) -> str:
 
 
 BASELINES = {"LR": "lr", "LR smooth": "lrs"}  # report name -> column prefix in the saved per-spot frames
+ENSEMBLE = "SpaCRD seeds averaged"  # the mean of the seeds' scores (one ensemble, not a seed mean)
 
 
 def _summary(results: dict[str, dict[int, dict[str, float]]], base: dict[str, dict[str, dict[str, float]]],
@@ -187,6 +188,10 @@ def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undete
             for label, col in BASELINES.items():
                 base[name].setdefault(label, {})[held] = sf.metrics.classification(
                     truth[mask], frame[f"{col}_score"].to_numpy()[mask], pred=frame[f"{col}_call"].to_numpy(bool)[mask])
+            if len(seeds) > 1:  # an ensemble of the seeds' models: their scores averaged, GMM threshold on the average
+                avg = np.mean([frame[f"spacrd_score_{s}"].to_numpy() for s in seeds], axis=0)
+                base[name].setdefault(ENSEMBLE, {})[held] = sf.metrics.classification(
+                    truth[mask], avg[mask], pred=(avg >= gmm_threshold(avg).threshold)[mask])
     setting = (f"expression only (use_image=False), SpaCRD defaults ({'epochs=' + str(epochs) if epochs else 'default epochs'}"
                f", validation={validation!r}{''.join(f', {k}={v!r}' for k, v in options.items())}), training labels: undetermined spots "
                f"{'unlabelled' if undetermined == 'unlabelled' else 'normal'}, seeds {seeds}")
@@ -195,7 +200,8 @@ def _report(frames: dict[str, Any], seeds: list[int], epochs: int | None, undete
             "threshold (uses the labels; the GMM threshold does not). 'stopped / best epoch' per seed; 'validation' = "
             "what early stopping watched. LR = sklearn LogisticRegression (C=1) on the same genes and preparation; LR "
             "smooth = the same on the mean of each spot and its 6 nearest spots, C chosen by leave-one-reference-"
-            "section-out AUC; both trained on the same labels. F1 at the GMM threshold of the target's scores for "
+            "section-out AUC; both trained on the same labels. 'SpaCRD seeds averaged' = the mean of the seeds' scores "
+            "per spot (an ensemble of the seeds' models). F1 at the GMM threshold of the target's scores for "
             "every method (no peeking at the labels).\n\n"
             "All spots scored (cancer = invasive cancer or cancer in situ; every other label, undetermined included, "
             "= normal):\n\n" + table(_summary(evals["all"], base["all"], seeds, spots["all"], extra))

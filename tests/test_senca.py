@@ -149,6 +149,35 @@ def test_decoder_target_is_the_neighbourhood_mean_of_the_data():
         sf.models.SENCA(12, None, target_hops=-1, device="cpu")
 
 
+def test_recon_image_weight_weighs_the_image_part_of_the_reconstruction():
+    # 0: S reconstructs the expression part only (no gradient from the image part of the target);
+    # 1 (default): both parts weigh the same (mean of the two MSEs)
+    rng = np.random.default_rng(0)
+    xy = np.stack(np.meshgrid(np.arange(8.0), np.arange(8.0)), -1).reshape(-1, 2)
+    nbr, _ = sf.gr.knn(xy, 4)
+    X, F = rng.poisson(2.0, (64, 20)).astype("float32"), rng.normal(size=(64, 6)).astype("float32")
+    out = {}
+    for w in (0.0, 0.5, 1.0):
+        m = sf.models.SENCA(20, 6, hidden=16, latent=8, device="cpu", contrast="none", target_pcs=None,
+                            recon_image_weight=w, mask_rate=0.0)
+        assert m.params["recon_image_weight"] == w
+        tiling = m._tiling(nbr, xy)
+        b = tiling.batch(np.arange(tiling.n_tiles), torch.from_numpy(X), torch.from_numpy(F))
+        m.module.train()
+        res = m.module(b.x, b.f, b.nbr)
+        parts = [torch.nn.functional.mse_loss(d, e).item()
+                 for d, e in zip(res["D"].split(m.module.e_parts, 1), res["E"].split(m.module.e_parts, 1))]
+        loss = m._losses(m.module, b)
+        assert loss["mse"].item() == pytest.approx((parts[0] + w * parts[1]) / (1 + w), rel=1e-5)
+        loss["loss"].backward()
+        img_rows = m.module.decoder[-1].weight.grad[20:]  # decoder outputs of the image part
+        out[w] = float(img_rows.abs().sum())
+    assert out[0.0] == 0.0 and out[0.5] > 0.0 and out[1.0] > 0.0
+    assert sf.models.SENCA(20, 6, device="cpu").params["recon_image_weight"] == 1.0
+    with pytest.raises(sf.InputError, match="recon_image_weight"):
+        sf.models.SENCA(20, 6, device="cpu", recon_image_weight=-1.0)
+
+
 def test_cluster_methods_and_user_graph():
     sdata = sf.datasets.toy(n_spots=150, seed=5, image=False)
     t = sdata.tables["table"]

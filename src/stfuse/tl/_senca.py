@@ -162,7 +162,7 @@ def senca(
         ``uns[key_added]["params"]["trained_here"]`` is ``False``.
     **kwargs
         Model parameters of :class:`stfuse.models.SENCA` (``hidden``, ``latent``, ``mask_rate``, ``contrast``,
-        ``cross_attention``, ``hierarchical``, ``combine``, ``lam``, ``batch_size``, ...) and
+        ``cross_attention``, ``hierarchical``, ``combine``, ``lam``, ``recon_image_weight``, ``batch_size``, ...) and
         clustering parameters ``k_range`` and ``max_ward_spots`` (Ward's tree is built on at most
         this many spots [10000]; the others join the nearest cluster mean).
 
