@@ -111,14 +111,14 @@ def cancer() -> str:
         genes = sf.data.shared_variable_genes([r.tables["table"] for r in refs], data[held].tables["table"],
                                               n_top_genes=3000)
 
-        def xy_of(sd: Any, genes: list[str] = genes) -> tuple[np.ndarray, np.ndarray]:
+        def labelled_spots(sd: Any, genes: list[str] = genes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """Inputs, labels and centres of the labelled spots of ``sd``."""
             y, ok = _cancer_truth(sd, "cancer")
-            return _prep(sd, genes, smooth=True)[ok], y
+            return _prep(sd, genes, smooth=True)[ok], y, np.asarray(sd.tables["table"].obsm["spatial"], float)[ok]
 
-        Xr, yr = map(np.concatenate, zip(*(xy_of(r) for r in refs)))
-        X, y = xy_of(data[held])
-        _, ok = _cancer_truth(data[held], "cancer")
-        groups = _blocks(np.asarray(data[held].tables["table"].obsm["spatial"], float)[ok])
+        Xr, yr, _ = map(np.concatenate, zip(*(labelled_spots(r) for r in refs)))
+        X, y, xy = labelled_spots(data[held])
+        groups = _blocks(xy)
 
         def lr(a: np.ndarray, b: np.ndarray) -> LogisticRegression:
             return LogisticRegression(C=0.01, max_iter=3000).fit(a, b)

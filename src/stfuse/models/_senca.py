@@ -464,11 +464,11 @@ class SENCA(BaseModel):
         Weight of the image part of the decoder target against the expression part (weight 1) in the
         MSE [1: both modalities weigh the same]. ``0``: S reconstructs the expression neighbourhood only
         and the image reaches S as context, through H and the cross-attention; then S keeps expression
-        structure better (B4, C2–C6 against the authors' expression clusters: fused ARI 0.234 over 5
-        seeds, against 0.194 at 1 and 0.224 gene-only), but nothing makes it keep what only the image
-        shows (toy section, whose regions C and D differ only in the image: 0.850 over 5 seeds, one seed
-        at 0.63, against 0.931 at 1). The ablation of ``benchmarks/RESULTS.md`` measures it. Ignored by
-        the gene-only model and by ``reconstruct="input"``.
+        structure better (B4, C2–C6 against the authors' expression clusters, mean ARI over seeds 0–4:
+        fused 0.234 at 0, 0.192 at 1, gene-only 0.224), but nothing makes it keep what only the image
+        shows (toy section, whose regions C and D differ only in the image: 0.850 at 0, one seed at 0.63,
+        against 0.930 at 1). ``benchmarks/RESULTS.md``: the SENCA ablation of 2026-12-07 (seeds 0–2) and
+        the runs of 2026-12-08 for seeds 3–4. Ignored by the gene-only model and by ``reconstruct="input"``.
     temperature
         NT-Xent temperature.
     contrast_size
